@@ -1,0 +1,33 @@
+"""Python install of dial_ros for a plain virtual environment (scripts/setup.sh).
+
+Under colcon the package builds with ament_cmake (CMakeLists.txt), which also generates the
+interfaces in msg/ and installs this same Python package; this file is the pip view of it.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'dial_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+    ],
+    install_requires=['numpy', 'PyYAML', 'safetensors', 'transformers', 'tokenizers', 'pillow'],
+    zip_safe=True,
+    maintainer='dial_ros developers',
+    maintainer_email='dial-ros@example.com',
+    description='DIAL dual-system VLA on a humanoid with ROS 2',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    entry_points={
+        'console_scripts': [
+        ],
+    },
+)
