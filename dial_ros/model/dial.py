@@ -1,0 +1,176 @@
+"""The DIAL model: System-2 (foresight) + System-1 (latent inverse dynamics), losses, stages.
+
+Stages (``set_stage``):
+- ``warmup``: System-1 is conditioned on the ground-truth future ViT tokens, so the action
+  loss cannot reach the VLM; System-2 learns L_world in the same step.
+- ``end_to_end``: System-1 consumes the predicted intent; L_fm flows through the MLP head
+  into the LLM and the query embeddings. L_world stays on.
+- ``apt_prior`` (APT stage 1): LLM frozen, the instruction masked out of System-2's attention
+  and positions, System-1 at half depth: a language-free vision-action prior.
+- ``apt_language`` (APT stage 2): a new layer after each stage-1 layer, language unmasked,
+  LLM features of evenly spaced depths injected through zero-initialised gated fusion.
+In every stage the ViT and the text embedding table stay frozen.
+"""
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dial_ros.model.config import STAGES
+from dial_ros.model.system1 import System1
+from dial_ros.model.system2 import Qwen25VLAdapter, System2
+
+LOG = logging.getLogger(__name__)
+RECIPE_STAGES = {'dial': ('warmup', 'end_to_end'), 'apt': ('apt_prior', 'apt_language')}
+# stages in which System-1 is conditioned on the ground-truth future tokens
+TEACHER_FORCED = ('warmup', 'apt_prior')
+
+
+def masked_mse(pred, target, mask):
+    """Mean squared error over the masked entries (0 when nothing is masked in)."""
+    mask = mask.to(pred.dtype)
+    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class DialModel(nn.Module):
+    """Both systems, joined by the latent intent."""
+
+    def __init__(self, config, embodiments, adapter=None):
+        super().__init__()
+        self.config = config
+        cfg1 = config.system1
+        self.embodiments = {e.name: e for e in embodiments}
+        for e in embodiments:
+            if e.embodiment_id >= cfg1.max_embodiments:
+                raise ValueError(f'{e.name}.embodiment_id: {e.embodiment_id} >= '
+                                 f'system1.max_embodiments {cfg1.max_embodiments}')
+            if e.action_dim > cfg1.max_action_dim or e.state_dim > cfg1.max_state_dim:
+                raise ValueError(f'{e.name}: action/state dims {e.action_dim}/{e.state_dim} '
+                                 f'exceed max {cfg1.max_action_dim}/{cfg1.max_state_dim}')
+        self.system2 = System2(adapter or Qwen25VLAdapter.build(config.vlm),
+                               config.num_foresight)
+        dim = self.system2.hidden_size
+        depth = cfg1.dit_layers // 2 if config.recipe == 'apt' else cfg1.dit_layers
+        self.system1 = System1(cfg1, dim, num_layers=depth)
+        self.system1.to(self.system2.queries.dtype)
+        self.stage = None
+        self.set_stage(RECIPE_STAGES[config.recipe][0])
+
+    # --- stages --------------------------------------------------------------------------
+    def set_stage(self, stage):
+        """Select the training stage and the parameters it trains."""
+        allowed = RECIPE_STAGES[self.config.recipe]
+        if stage not in STAGES or stage not in allowed:
+            raise ValueError(f'stage: {stage!r} is not a stage of recipe '
+                             f'{self.config.recipe!r} (one of {allowed})')
+        if stage == 'apt_prior' and self.system1.needs_vlm_features:
+            raise ValueError('stage: apt_prior cannot follow apt_language (layers inserted)')
+        if stage == 'apt_language' and not self.system1.needs_vlm_features:
+            points = self.system1.insert_layers(self.system2.hidden_size)
+            LOG.info('APT stage 2: inserted %d layers with gated fusion', points)
+        self.stage = stage
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for p in self.system1.parameters():
+            p.requires_grad_(True)
+        self.system2.queries.requires_grad_(True)
+        for p in self.system2.head.parameters():
+            p.requires_grad_(True)
+        if stage != 'apt_prior':
+            llm = self.system2.adapter.language_model
+            for p in list(llm.layers.parameters()) + list(llm.norm.parameters()):
+                p.requires_grad_(True)
+        self.system2.adapter.freeze_vision_and_embeddings()
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def fusion_depths(self):
+        """Evenly spaced LLM depths (indices into the hidden-state tuple) for gated fusion."""
+        points = len(self.system1.gated_fusion)
+        if points == 0:
+            return ()
+        if self.config.apt_fusion_points and self.config.apt_fusion_points != points:
+            raise ValueError(f'apt_fusion_points: {self.config.apt_fusion_points} does not '
+                             f'match the {points} inserted layers')
+        layers = self.system2.adapter.num_layers
+        return tuple(max(1, round((i + 1) * layers / points)) for i in range(points))
+
+    # --- forward pieces ------------------------------------------------------------------
+    def foresee(self, obs_tokens, instructions):
+        """Latent intent (B, N, D) and the gated-fusion features for System-1."""
+        intent, ctx = self.system2(obs_tokens, instructions,
+                                   mask_language=self.stage == 'apt_prior',
+                                   hidden_layers=self.fusion_depths())
+        features = [(layer, ctx['mask']) for layer in ctx['layers']]
+        return intent, features
+
+    def sample_tau(self, batch_size, device):
+        cfg = self.config.system1
+        beta = torch.distributions.Beta(torch.tensor(cfg.tau_beta_alpha),
+                                        torch.tensor(cfg.tau_beta_beta))
+        return ((cfg.tau_s - beta.sample((batch_size,))) / cfg.tau_s).to(device)
+
+    def compute_loss(self, batch):
+        """L = (L_world + L_fm) / 2 for one batch (see module docstring for the stages).
+
+        batch: obs_tokens / future_tokens (B, N, D) (or images / future_images uint8),
+        instructions (list of B str), state and state_mask (B, S), actions and action_mask
+        (B, H, A) in normalised units (a sample without actions has an all-False mask),
+        embodiment (B,) long.
+        """
+        loss_world, loss_fm = self.compute_losses(batch)
+        loss = 0.5 * (loss_world + loss_fm)
+        return loss, {'loss': loss.detach(), 'loss_world': loss_world.detach(),
+                      'loss_fm': loss_fm.detach()}
+
+    def compute_losses(self, batch):
+        """(L_world, L_fm) as differentiable scalars."""
+        obs = self._tokens(batch, 'obs_tokens', 'images')
+        future = self._tokens(batch, 'future_tokens', 'future_images')
+        intent, features = self.foresee(obs, batch['instructions'])
+        loss_world = F.mse_loss(intent.float(), future.float())
+        condition = future if self.stage in TEACHER_FORCED else intent
+        mask = batch['action_mask']
+        # padded / missing dims are zero, as at inference, so they carry no information
+        actions = batch['actions'].to(intent.dtype) * mask
+        noise = torch.randn_like(actions)
+        tau = self.sample_tau(actions.shape[0], actions.device).to(actions.dtype)
+        noisy = tau[:, None, None] * actions + (1 - tau[:, None, None]) * noise
+        context = self.system1.fuse(condition, obs)
+        state = self.system1.encode_state(batch['state'].to(intent.dtype), batch['state_mask'],
+                                          batch['embodiment'])
+        velocity = self.system1.velocity(context, state, noisy, tau, batch['embodiment'],
+                                         features)
+        loss_fm = masked_mse(velocity.float(), (actions - noise).float(), mask)
+        return loss_world, loss_fm
+
+    def _tokens(self, batch, key, image_key):
+        if key in batch:
+            return batch[key].to(self.system2.queries.dtype)
+        if image_key in batch:
+            return self.system2.encode_images(batch[image_key])
+        raise ValueError(f'batch: needs {key!r} or {image_key!r}')
+
+    @torch.no_grad()
+    def sample_actions(self, intent, obs_tokens, state, state_mask, embodiment, features=(),
+                       steps=None, noise=None, generator=None):
+        """K Euler steps of the flow from noise (tau=0) to actions (tau=1): (B, H, A)."""
+        cfg = self.config.system1
+        steps = steps or cfg.inference_steps
+        b = obs_tokens.shape[0]
+        shape = (b, cfg.horizon, cfg.max_action_dim)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=obs_tokens.device)
+        actions = noise.to(obs_tokens.dtype)
+        context = self.system1.fuse(intent, obs_tokens)
+        state_token = self.system1.encode_state(state, state_mask, embodiment)
+        cache = self.system1.context_cache(context)
+        dt = 1.0 / steps
+        for k in range(steps):
+            tau = torch.full((b,), k * dt, device=actions.device, dtype=actions.dtype)
+            v = self.system1.velocity(context, state_token, actions, tau, embodiment, features,
+                                      cache)
+            actions = actions + dt * v
+        return actions

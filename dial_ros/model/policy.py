@@ -1,0 +1,122 @@
+"""Inference API with NumPy in and out, checked at the boundary.
+
+Three calls, matching the three processes of the ROS graph:
+``encode_frame`` (perception: frozen ViT), ``foresee`` (System-2: latent intent) and
+``act`` (System-1: an action chunk in joint units). Every input is checked for dtype, shape
+and finite values; a bad input raises ValueError naming the problem.
+"""
+import numpy as np
+import torch
+
+from dial_ros.model.checkpoint import load_checkpoint
+
+
+def check_image(image, size):
+    """An RGB frame: uint8, (size, size, 3)."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f'image: expected a numpy array, got {type(image).__name__}')
+    if image.dtype != np.uint8:
+        raise ValueError(f'image: expected dtype uint8 (rgb8), got {image.dtype}')
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'image: expected shape (H, W, 3) RGB, got {image.shape}')
+    if image.shape[:2] != (size, size):
+        raise ValueError(f'image: expected size {size}x{size}, got '
+                         f'{image.shape[1]}x{image.shape[0]}')
+    return image
+
+
+def check_array(name, value, shape):
+    """A finite float array of exactly ``shape``."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f'{name}: expected a numpy array, got {type(value).__name__}')
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(f'{name}: expected a float array, got dtype {value.dtype}')
+    if value.shape != tuple(shape):
+        raise ValueError(f'{name}: expected shape {tuple(shape)}, got {value.shape}')
+    if not np.all(np.isfinite(value)):
+        bad = 'NaN' if np.isnan(value).any() else 'Inf'
+        raise ValueError(f'{name}: contains {bad}')
+    return value
+
+
+class DialPolicy:
+    """A DIAL model bound to one embodiment, NumPy in and out."""
+
+    def __init__(self, model, embodiment=None, device='cpu'):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        names = list(model.embodiments)
+        name = embodiment or names[0]
+        if name not in model.embodiments:
+            raise ValueError(f'embodiment: {name!r} is not in the model (has {names})')
+        self.embodiment = model.embodiments[name]
+        cfg = model.config
+        self.image_size = cfg.vlm.image_size
+        self.token_shape = (cfg.num_foresight, model.system2.hidden_size)
+        self.horizon = cfg.system1.horizon
+        self.dtype = model.system2.queries.dtype
+        self._embodiment_id = torch.tensor([self.embodiment.embodiment_id], device=self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path, embodiment=None, device='cpu'):
+        return cls(load_checkpoint(path, device), embodiment, device)
+
+    @property
+    def joint_names(self):
+        return list(self.embodiment.joint_names)
+
+    def _tensor(self, array):
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, self.dtype)[None]
+
+    @torch.inference_mode()
+    def encode_frame(self, image):
+        """uint8 RGB frame (S, S, 3) -> frozen ViT tokens (N, D) float32."""
+        check_image(image, self.image_size)
+        tokens = self.model.system2.encode_images(image[None])
+        return tokens[0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def foresee(self, obs_tokens, instruction, return_features=False):
+        """ViT tokens (N, D) + instruction -> latent intent (N, D) float32.
+
+        With ``return_features`` (APT stage 2) also the gated-fusion features for ``act``.
+        """
+        check_array('obs_tokens', obs_tokens, self.token_shape)
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError('instruction: expected a non-empty string')
+        intent, features = self.model.foresee(self._tensor(obs_tokens), [instruction])
+        intent = intent[0].float().cpu().numpy()
+        if not np.all(np.isfinite(intent)):
+            raise ValueError('intent: the model produced NaN/Inf (check the checkpoint)')
+        return (intent, features) if return_features else intent
+
+    @torch.inference_mode()
+    def act_normalized(self, obs_tokens, intent, joint_positions, seed=None, features=(),
+                       eef=None):
+        """Raw model output: (H, action_dim) in normalised units."""
+        check_array('obs_tokens', obs_tokens, self.token_shape)
+        check_array('intent', intent, self.token_shape)
+        check_array('joint_positions', np.asarray(joint_positions, np.float64)
+                    if isinstance(joint_positions, (list, tuple)) else joint_positions,
+                    (self.embodiment.num_joints,))
+        if self.model.system1.needs_vlm_features and not features:
+            raise ValueError('features: this APT stage-2 model needs the gated-fusion features '
+                             'returned by foresee(..., return_features=True)')
+        cfg = self.model.config.system1
+        state, mask = self.embodiment.encode_state(joint_positions, eef)
+        state_pad = np.zeros(cfg.max_state_dim, np.float32)
+        mask_pad = np.zeros(cfg.max_state_dim, bool)
+        state_pad[:state.size], mask_pad[:mask.size] = state, mask
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        actions = self.model.sample_actions(
+            self._tensor(intent), self._tensor(obs_tokens), self._tensor(state_pad),
+            torch.from_numpy(mask_pad).to(self.device)[None], self._embodiment_id,
+            features=features, generator=generator)
+        return actions[0, :, :self.embodiment.action_dim].float().cpu().numpy()
+
+    def act(self, obs_tokens, intent, joint_positions, seed=None, features=(), eef=None):
+        """Action chunk in joint units: (H, J) joint position targets in ``joint_names`` order."""
+        raw = self.act_normalized(obs_tokens, intent, joint_positions, seed, features, eef)
+        return self.embodiment.joint_targets(self.embodiment.denormalize_action(raw))
