@@ -1,0 +1,273 @@
+"""What every dial_ros node shares: parameters from the schema, QoS, conversions, main().
+
+Nodes are thin adapters: they convert messages, call the middleware-free core and publish.
+"""
+import array
+import dataclasses
+import hashlib
+import logging
+import signal
+import sys
+import typing
+
+import numpy as np
+
+import dial_ros
+from dial_ros.schema import described_fields, validate
+
+dial_ros.apply_ros_env_defaults()  # before any rclpy context exists
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange,  # noqa: E402
+                                ParameterDescriptor, SetParametersResult)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
+                       ReliabilityPolicy, qos_profile_sensor_data)
+from sensor_msgs.msg import Image  # noqa: E402
+
+LOG = logging.getLogger(__name__)
+
+# Sensors: best effort, a few deep (a late frame is worth less than the next one).
+QOS_SENSOR = qos_profile_sensor_data
+# Latched configuration (the instruction): reliable + transient local, last value only.
+QOS_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         history=HistoryPolicy.KEEP_LAST)
+# Latents and chunks: reliable, only the newest matters.
+QOS_LATENT = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE,
+                        history=HistoryPolicy.KEEP_LAST)
+# Joint commands: reliable, small depth (ros2_control forward controllers use depth 10).
+QOS_COMMAND = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST)
+
+# Topic names (remap with --ros-args -r old:=new, as usual).
+TOPIC_IMAGE = '/camera/head/image_raw'
+TOPIC_JOINT_STATES = '/joint_states'
+TOPIC_OBSERVATION = '/dial/observation_latent'
+TOPIC_INSTRUCTION = '/dial/instruction'
+TOPIC_INTENT = '/dial/latent_intent'
+TOPIC_CHUNK = '/dial/action_chunk'
+TOPIC_COMMAND = '/dial/joint_commands'            # std_msgs/Float64MultiArray
+TOPIC_TRAJECTORY = '/dial/joint_trajectory'        # trajectory_msgs/JointTrajectory
+TOPIC_COMMAND_STATE = '/dial/joint_command_state'  # sensor_msgs/JointState
+TOPIC_ESTOP = '/dial/estop'                        # std_msgs/Bool, true = stop
+TOPIC_SUCCESS = '/sim/task_success'                # std_msgs/Bool
+TOPIC_OBJECT_POSE = '/sim/object_pose'             # geometry_msgs/PoseStamped
+
+_ITEMSIZE = {'float32': 4, 'float16': 2, 'bfloat16': 2}
+_IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
+
+
+# --- parameters --------------------------------------------------------------------------
+def _descriptor(name, meta, value):
+    desc = ParameterDescriptor(name=name, description=meta['description'],
+                               read_only=bool(meta.get('read_only')))
+    if meta.get('unit'):
+        desc.description += f' [{meta["unit"]}]'
+    low, high = meta.get('low'), meta.get('high')
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, float) and low is not None and high is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(low),
+                                                        to_value=float(high), step=0.0)]
+    elif isinstance(value, int) and low is not None and high is not None:
+        desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+    if meta.get('choices'):
+        desc.additional_constraints = 'one of: ' + ', '.join(map(str, meta['choices']))
+    return desc
+
+
+def declare_params(node, params, on_change=None):
+    """Declare every schema field of ``params`` as a ROS parameter and keep them in sync.
+
+    Ranges and descriptions come from the schema (rqt_reconfigure shows sliders); rcl rejects
+    values out of range before our callback runs; the callback re-validates the whole
+    schema (choices, cross-field rules) and rejects with the reason. On success the
+    dataclass is updated and ``on_change(name, value)`` is called.
+    """
+    fields = {}
+    for f, meta in described_fields(params):
+        default = getattr(params, f.name)
+        node.declare_parameter(f.name, default, _descriptor(f.name, meta, default))
+        fields[f.name] = f
+    hints = typing.get_type_hints(type(params))
+    for name in fields:
+        value = node.get_parameter(name).value
+        if hints.get(name) is float and isinstance(value, int):
+            value = float(value)
+        setattr(params, name, value)
+    try:
+        validate(params)
+    except ValueError as err:
+        raise SystemExit(f'{node.get_name()}: bad parameter: {err}') from None
+
+    def callback(changes):
+        candidate = dataclasses.replace(params)
+        for p in changes:
+            if p.name not in fields:
+                continue
+            value = p.value
+            if hints.get(p.name) is float and isinstance(value, int):
+                value = float(value)
+            setattr(candidate, p.name, value)
+        try:
+            validate(candidate)
+            check = getattr(candidate, 'check', None)
+            if check:
+                check()
+        except ValueError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        for p in changes:
+            if p.name in fields:
+                setattr(params, p.name, getattr(candidate, p.name))
+                if on_change:
+                    on_change(p.name, getattr(params, p.name))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(callback)
+    return params
+
+
+# --- time --------------------------------------------------------------------------------
+def stamp_to_sec(stamp):
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(seconds, stamp):
+    """Fill a builtin_interfaces/Time ``stamp`` from float seconds; returns it."""
+    sec = int(np.floor(seconds))
+    stamp.sec = sec
+    stamp.nanosec = min(int(round((seconds - sec) * 1e9)), 999_999_999)
+    return stamp
+
+
+def now_sec(node):
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def instruction_id(text):
+    """Short stable hash of an instruction, carried in latent messages."""
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+# --- latent tensors ----------------------------------------------------------------------
+def fill_latent(msg, tensor, stamp_s, **fields):
+    """Fill a dial_ros/LatentTensor from a float32 array (one memcpy)."""
+    tensor = np.ascontiguousarray(tensor, dtype=np.float32)
+    sec_to_stamp(stamp_s, msg.header.stamp)
+    msg.shape = list(tensor.shape)
+    msg.dtype = 'float32'
+    msg.data = array.array('B', memoryview(tensor).cast('B'))
+    for key, value in fields.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def read_latent(msg, expected_shape=None):
+    """LatentTensor -> float32 array (zero-copy); ValueError naming what is wrong."""
+    if not msg.valid:
+        raise ValueError('latent: marked invalid by its producer')
+    if msg.dtype not in _ITEMSIZE:
+        raise ValueError(f'latent: unsupported dtype {msg.dtype!r}')
+    shape = tuple(int(s) for s in msg.shape)
+    if expected_shape is not None and shape != tuple(expected_shape):
+        raise ValueError(f'latent: shape {shape} does not match the expected '
+                         f'{tuple(expected_shape)}')
+    need = int(np.prod(shape)) * _ITEMSIZE[msg.dtype]
+    if len(msg.data) != need:
+        raise ValueError(f'latent: {len(msg.data)} data bytes for shape {shape} '
+                         f'({msg.dtype}) needs {need}')
+    if msg.dtype == 'bfloat16':
+        raw = np.frombuffer(msg.data, np.uint16).astype(np.uint32) << 16
+        tensor = raw.view(np.float32).reshape(shape)
+    else:
+        tensor = np.frombuffer(msg.data, msg.dtype).reshape(shape).astype(np.float32,
+                                                                            copy=False)
+    if not np.all(np.isfinite(tensor)):
+        raise ValueError('latent: contains NaN or Inf')
+    return tensor
+
+
+# --- images ------------------------------------------------------------------------------
+def image_to_rgb(msg, expected_size=None):
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB; ValueError for encodings/sizes we refuse."""
+    enc = msg.encoding.lower()
+    if enc not in ('rgb8', 'bgr8'):
+        raise ValueError(f'image: encoding {msg.encoding!r} is not supported (rgb8 or bgr8)')
+    channels = _IMAGE_CHANNELS[enc]
+    if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height:
+        raise ValueError(f'image: {len(msg.data)} bytes, step {msg.step} do not fit '
+                         f'{msg.width}x{msg.height} {enc}')
+    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * msg.height)
+    rgb = rows.reshape(msg.height, msg.step)[:, :msg.width * channels]
+    rgb = rgb.reshape(msg.height, msg.width, channels)
+    if enc == 'bgr8':
+        rgb = rgb[..., ::-1]
+    if expected_size is not None and (msg.height, msg.width) != tuple(expected_size):
+        raise ValueError(f'image: size {msg.width}x{msg.height} does not match the expected '
+                         f'{expected_size[1]}x{expected_size[0]}')
+    return np.ascontiguousarray(rgb)
+
+
+def rgb_to_image(rgb, stamp_s, frame_id=''):
+    msg = Image()
+    sec_to_stamp(stamp_s, msg.header.stamp)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = 'rgb8'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 3
+    msg.data = array.array('B', np.ascontiguousarray(rgb, np.uint8).tobytes())
+    return msg
+
+
+# --- diagnostics -------------------------------------------------------------------------
+class Diagnostics:
+    """Publishes one DiagnosticStatus per call on /diagnostics."""
+
+    LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
+              'error': DiagnosticStatus.ERROR, 'stale': DiagnosticStatus.STALE}
+
+    def __init__(self, node):
+        self.node = node
+        self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def publish(self, level, message, values):
+        status = DiagnosticStatus(level=self.LEVELS[level],
+                                  name=self.node.get_fully_qualified_name(),
+                                  message=message, hardware_id='dial_ros')
+        status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub.publish(msg)
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f'{value:.4g}'
+    return str(value)
+
+
+# --- main --------------------------------------------------------------------------------
+def run_node(make_node, args=None, threads=2):
+    """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly (exit 0)."""
+    logging.basicConfig(level=logging.INFO)
+    rclpy.init(args=args if args is not None else sys.argv)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    node = None
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, 'close', None)
+            if close:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
