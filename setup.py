@@ -28,7 +28,7 @@ setup(
     python_requires='>=3.10',
     entry_points={
         'console_scripts': [
-            'dial-ros-launch = dial_ros.launch_runner.runner:main',
+            'dial-ros-launch = dial_ros.launch_runner:main',
             'dial-ros-perception = dial_ros.nodes.perception:main',
             'dial-ros-intent = dial_ros.nodes.intent:main',
             'dial-ros-controller = dial_ros.nodes.controller:main',

@@ -12,6 +12,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, Shutdown, TimerAction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 ARGUMENTS = [
@@ -34,8 +35,10 @@ def generate_launch_description():
     args = [DeclareLaunchArgument(name, default_value=default, description=text)
             for name, default, text in ARGUMENTS]
     config = LaunchConfiguration('config')
-    model = {'checkpoint': LaunchConfiguration('checkpoint'),
-             'embodiment': LaunchConfiguration('embodiment')}
+
+    def text(name):  # strings stay strings (no YAML typing of e.g. 'a: b')
+        return ParameterValue(LaunchConfiguration(name), value_type=str)
+    model = {'checkpoint': text('checkpoint'), 'embodiment': text('embodiment')}
     policy = PythonExpression(["'", LaunchConfiguration('driver'), "' == 'policy'"])
     expert = PythonExpression(["'", LaunchConfiguration('driver'), "' == 'expert'"])
     return LaunchDescription(args + [
@@ -49,7 +52,7 @@ def generate_launch_description():
         LifecycleNode(package='dial_ros', executable='intent', name='intent', namespace='',
                       output='screen',
                       parameters=[config, model,
-                                  {'instruction': LaunchConfiguration('instruction')}]),
+                                  {'instruction': text('instruction')}]),
         Node(package='dial_ros', executable='controller', name='controller', output='screen',
              parameters=[config, model,
                          {'control_rate_hz': LaunchConfiguration('control_rate_hz')}],
