@@ -5,6 +5,7 @@ adapters live in ``dial_ros.nodes``.
 """
 import os
 import pkgutil
+import sys
 
 # rosidl installs the generated message modules (dial_ros.msg, dial_ros.srv) as a second
 # ``dial_ros`` directory in site-packages; merge it into this package.
@@ -13,14 +14,43 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 __version__ = '0.1.0'
 
 
+def fastdds_profile_path():
+    """Path of the project's Fast DDS profile (config/fastdds_shm.xml), or None if missing.
+
+    Looks in the installed share/dial_ros/config (ament index, then this interpreter's
+    prefix), else in the source checkout.
+    """
+    folders = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        folders.append(os.path.join(get_package_share_directory('dial_ros'), 'config'))
+    except Exception:  # no ament index: plain venv, AMENT_PREFIX_PATH unset, not installed
+        pass
+    folders.append(os.path.join(sys.prefix, 'share', 'dial_ros', 'config'))
+    folders.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'config'))
+    for folder in folders:
+        path = os.path.join(folder, 'fastdds_shm.xml')
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def apply_ros_env_defaults():
     """Keep DDS discovery on this machine unless the user asked for more.
 
     Default discovery multicasts out of the machine; every entry point of the project calls
     this before it creates an rclpy context. Explicit settings in the environment win.
+    Also selects the project's Fast DDS profile (a 32 MiB shared-memory segment so 512 KiB
+    latents go through shared memory; transports stay on this host); a profile of the user's
+    own in FASTDDS_DEFAULT_PROFILES_FILE wins, and an empty value disables it.
     """
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.setdefault('ROS_DOMAIN_ID', '77')
+    if 'FASTDDS_DEFAULT_PROFILES_FILE' not in os.environ:
+        profile = fastdds_profile_path()
+        if profile:
+            os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', profile)
 
 
 apply_ros_env_defaults()

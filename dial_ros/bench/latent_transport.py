@@ -1,0 +1,486 @@
+"""Latent transport benchmark: a 64x2048 float32 LatentTensor at 10 Hz between two processes.
+
+    python -m dial_ros.bench.latent_transport --json OUT.json [--duration 30] [--rate 10]
+        [--profile default|shm|both]
+
+A subscriber process and a publisher process (separate Python interpreters, started here with
+subprocess) exchange ``dial_ros/LatentTensor`` on the intent topic with the intent QoS. The
+publisher writes its wall clock (``time.time_ns``, CLOCK_REALTIME) into ``header.stamp``
+right before ``publish``; the subscriber takes the same clock first thing in its callback, so
+latency = receive time - send time on one host clock. Also measured: ``fill_latent`` and
+``publish`` on the sender, ``read_latent`` on the receiver, and a bit-exact comparison of
+every received tensor with the one that was sent.
+
+Profiles: ``default`` runs with Fast DDS's built-in transports (FASTDDS_DEFAULT_PROFILES_FILE
+set empty); ``shm`` with ``config/fastdds_shm.xml`` (32 MiB shared-memory segment). Every
+child runs with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of its own
+(random in 100-230 unless ``--domain-id``). Each run also records the transmit packet counters
+of every non-loopback interface before and after it (host-wide: other programs' traffic counts
+too), the UDP sockets the two processes bound (``ss -uanp``), and the shared-memory segments
+they mapped (a 32 MiB one proves the profile took effect).
+"""
+import argparse
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import dial_ros
+
+PROFILE_VAR = 'FASTDDS_DEFAULT_PROFILES_FILE'
+SHAPE = (64, 2048)
+PAYLOAD_BYTES = int(np.prod(SHAPE)) * 4
+WARMUP = 5           # messages sent before the measured ones, not counted
+MATCH_TIMEOUT = 15.0  # s; discovery on this machine takes 0.1 s or ~2.7 s
+LINGER = 5.0         # s the subscriber may take after the publisher is done
+STRAGGLERS = 0.3     # s the subscriber keeps listening after the last message arrived
+# What Fast DDS logs (once per process, harmless) when FASTDDS_DEFAULT_PROFILES_FILE is empty.
+EMPTY_PROFILE_NOTICE = 'realpath failed'
+
+
+# --- helpers shared by both roles --------------------------------------------------------
+def shm_is_default():
+    """Whether dial_ros.apply_ros_env_defaults() enables the shm profile by default."""
+    saved = os.environ.pop(PROFILE_VAR, None)
+    try:
+        dial_ros.apply_ros_env_defaults()
+        return bool(os.environ.get(PROFILE_VAR))
+    finally:
+        os.environ.pop(PROFILE_VAR, None)
+        if saved is not None:
+            os.environ[PROFILE_VAR] = saved
+
+
+@functools.lru_cache(maxsize=1)
+def _base_tensor():
+    return np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+
+
+def expected_tensor(seq):
+    """Return the tensor sent as message ``seq`` (deterministic: the receiver compares bits)."""
+    return _base_tensor() + np.float32(seq % 4096)
+
+
+def mapped_shm_segments():
+    """Fast DDS shared-memory segments mapped by this process: {path: size in bytes}."""
+    segments = {}
+    try:
+        with open('/proc/self/maps') as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5].startswith('/dev/shm/fastdds_'):
+                    path = parts[5]
+                    if path not in segments and os.path.exists(path):
+                        segments[path] = os.stat(path).st_size
+    except OSError:
+        pass
+    return segments
+
+
+def net_tx_packets():
+    """Transmit packet counters of every non-loopback interface from /proc/net/dev."""
+    counts = {}
+    try:
+        with open('/proc/net/dev') as f:
+            for line in f.readlines()[2:]:
+                name, data = line.split(':', 1)
+                name = name.strip()
+                if name != 'lo':
+                    counts[name] = int(data.split()[9])
+    except (OSError, ValueError, IndexError):
+        pass
+    return counts
+
+
+def udp_sockets(pids):
+    """``ss -uanp`` lines (local address only) of the given processes; [] without ss."""
+    if not shutil.which('ss'):
+        return {}
+    try:
+        out = subprocess.run(['ss', '-uanpH'], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found = {name: [] for name in pids}
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) < 5:
+            continue
+        for name, pid in pids.items():
+            if f'pid={pid},' in line:
+                found[name].append(cols[3])
+    return {name: sorted(set(addrs)) for name, addrs in found.items()}
+
+
+def _percentiles(values_ms):
+    if not values_ms:
+        return {'p50': None, 'p99': None, 'max': None, 'mean': None}
+    arr = np.asarray(values_ms, dtype=np.float64)
+    return {'p50': round(float(np.percentile(arr, 50)), 4),
+            'p99': round(float(np.percentile(arr, 99)), 4),
+            'max': round(float(arr.max()), 4),
+            'mean': round(float(arr.mean()), 4)}
+
+
+def _write_json(path, data):
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+# --- child roles (each its own process and rclpy context) --------------------------------
+class _Stop:
+    """SIGINT/SIGTERM set a flag; the role loops check it and shut down cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGINT, self._set)
+        signal.signal(signal.SIGTERM, self._set)
+
+    def _set(self, *_):
+        self.requested = True
+
+
+def _ros_init():
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    return rclpy
+
+
+def role_pub(args):
+    """Wait for the subscriber, publish ``warmup + duration * rate`` latents at ``rate``."""
+    stop = _Stop()
+    rclpy = _ros_init()
+    from rclpy.duration import Duration
+
+    from dial_ros.msg import LatentTensor
+    from dial_ros.nodes.common import QOS_LATENT, TOPIC_INTENT, fill_latent
+
+    node = rclpy.create_node('latent_bench_pub')
+    pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
+    result = {'role': 'pub', 'pid': os.getpid(), 'matched': False, 'sent': 0}
+    start = time.monotonic()
+    while pub.get_subscription_count() < 1 and not stop.requested:
+        if time.monotonic() - start > args.match_timeout:
+            break
+        time.sleep(0.01)
+    result['match_s'] = round(time.monotonic() - start, 3)
+    if pub.get_subscription_count() >= 1:
+        result['matched'] = True
+        total = args.warmup + int(round(args.duration * args.rate))
+        period = 1.0 / args.rate
+        fill_ms, publish_ms = [], []
+        msg = LatentTensor()
+        next_t = time.monotonic()
+        first = last = None
+        for seq in range(total):
+            if stop.requested:
+                break
+            tensor = expected_tensor(seq)
+            t0 = time.perf_counter_ns()
+            fill_latent(msg, tensor, 0.0, seq=seq, valid=True, model_id='latent_transport',
+                        valid_for=1.0, horizon=0)
+            t1 = time.perf_counter_ns()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10 ** 9)
+            pub.publish(msg)
+            t2 = time.perf_counter_ns()
+            if seq >= args.warmup:
+                fill_ms.append((t1 - t0) * 1e-6)
+                publish_ms.append((t2 - t1) * 1e-6)
+                result['sent'] += 1
+                first = first if first is not None else time.monotonic()
+                last = time.monotonic()
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # fell behind: do not burst to catch up
+        result['total_published'] = seq + 1 if total else 0
+        if first is not None and last > first:
+            result['rate_hz_achieved'] = round((result['sent'] - 1) / (last - first), 3)
+        try:
+            result['all_acked'] = bool(pub.wait_for_all_acked(Duration(seconds=3.0)))
+        except Exception as err:  # telemetry only
+            result['all_acked'] = repr(err)
+        result['fill_ms'] = fill_ms
+        result['publish_ms'] = publish_ms
+    result['shm_segments'] = mapped_shm_segments()
+    _write_json(args.out, result)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0 if result['matched'] else 2
+
+
+def role_sub(args):
+    """Receive latents until the last one arrives (or a stop/deadline); stamp and check each."""
+    stop = _Stop()
+    rclpy = _ros_init()
+    from dial_ros.msg import LatentTensor
+    from dial_ros.nodes.common import QOS_LATENT, TOPIC_INTENT, read_latent
+
+    last_seq = args.warmup + int(round(args.duration * args.rate)) - 1
+    state = {'latency_ms': [], 'read_ms': [], 'seqs': set(), 'duplicates': 0,
+             'mismatches': 0, 'errors': [], 'warmup_received': 0, 'last_at': None}
+
+    def on_latent(msg):
+        t_recv = time.time_ns()
+        t_sent = msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+        seq = int(msg.seq)
+        t0 = time.perf_counter_ns()
+        try:
+            tensor = read_latent(msg, SHAPE)
+        except ValueError as err:
+            state['errors'].append(f'seq {seq}: {err}')
+            return
+        t1 = time.perf_counter_ns()
+        if not np.array_equal(tensor.view(np.uint32), expected_tensor(seq).view(np.uint32)):
+            state['mismatches'] += 1
+        if seq >= last_seq and state['last_at'] is None:
+            state['last_at'] = time.monotonic()
+        if seq < args.warmup:
+            state['warmup_received'] += 1
+            return
+        if seq in state['seqs']:
+            state['duplicates'] += 1
+            return
+        state['seqs'].add(seq)
+        state['latency_ms'].append((t_recv - t_sent) * 1e-6)
+        state['read_ms'].append((t1 - t0) * 1e-6)
+
+    node = rclpy.create_node('latent_bench_sub')
+    node.create_subscription(LatentTensor, TOPIC_INTENT, on_latent, QOS_LATENT)
+    deadline = time.monotonic() + args.match_timeout + args.duration + args.warmup / args.rate \
+        + 2 * LINGER
+    while not stop.requested and time.monotonic() < deadline:
+        # After the last message, keep listening a moment for a repaired straggler.
+        if state['last_at'] is not None and time.monotonic() > state['last_at'] + STRAGGLERS:
+            break
+        rclpy.spin_once(node, timeout_sec=0.05)
+    result = {'role': 'sub', 'pid': os.getpid(), 'received': len(state['seqs']),
+              'duplicates': state['duplicates'], 'mismatches': state['mismatches'],
+              'warmup_received': state['warmup_received'], 'errors': state['errors'][:10],
+              'got_last': state['last_at'] is not None, 'latency_ms': state['latency_ms'],
+              'read_ms': state['read_ms'], 'shm_segments': mapped_shm_segments()}
+    _write_json(args.out, result)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+# --- orchestration -----------------------------------------------------------------------
+def child_env(profile, domain_id, profile_file=None):
+    """Environment of a child: localhost discovery, own domain, the profile or none."""
+    env = dict(os.environ)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # never discover off this machine
+    env['ROS_DOMAIN_ID'] = str(domain_id)
+    env['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
+    env['SKIP_DEFAULT_XML_FILE'] = '1'  # ignore a stray DEFAULT_FASTDDS_PROFILES.xml in cwd
+    env.setdefault('OMP_NUM_THREADS', '1')
+    if profile == 'shm':
+        env[PROFILE_VAR] = profile_file or dial_ros.fastdds_profile_path() or ''
+        if not env[PROFILE_VAR]:
+            raise FileNotFoundError('config/fastdds_shm.xml not found (share/dial_ros or source)')
+    else:
+        env[PROFILE_VAR] = ''  # empty = Fast DDS built-in transports
+    return env
+
+
+def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=None,
+             warmup=WARMUP, match_timeout=MATCH_TIMEOUT):
+    """Run one subscriber + one publisher process; return the merged results of one run."""
+    if domain_id is None:
+        domain_id = random.randint(100, 230)
+    env = child_env(profile, domain_id, profile_file)
+    common = ['--duration', str(duration), '--rate', str(rate), '--warmup', str(warmup),
+              '--match-timeout', str(match_timeout)]
+    me = [sys.executable, '-m', 'dial_ros.bench.latent_transport']
+    with tempfile.TemporaryDirectory(prefix='latent_transport_') as tmp:
+        files = {r: {k: os.path.join(tmp, f'{r}.{k}') for k in ('json', 'log')}
+                 for r in ('sub', 'pub')}
+        procs, logs = {}, {}
+        load_before = os.getloadavg()
+        tx_before = net_tx_packets()
+        wall0 = time.monotonic()
+        try:
+            for role in ('sub', 'pub'):
+                logs[role] = open(files[role]['log'], 'w')
+                procs[role] = subprocess.Popen(
+                    me + ['--role', role, '--out', files[role]['json']] + common, env=env,
+                    stdout=logs[role], stderr=subprocess.STDOUT)
+            sockets = {}
+            limit = wall0 + match_timeout + duration + warmup / rate + 3 * LINGER + 10
+            while procs['pub'].poll() is None and time.monotonic() < limit:
+                snap = udp_sockets({r: p.pid for r, p in procs.items()})
+                if snap and all(snap.values()):
+                    sockets = snap
+                time.sleep(1.0)
+            _finish(procs['pub'], 3.0)
+            try:
+                procs['sub'].wait(timeout=LINGER)
+            except subprocess.TimeoutExpired:
+                _finish(procs['sub'], 5.0)
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            for log in logs.values():
+                log.close()
+        wall = time.monotonic() - wall0
+        tx_after = net_tx_packets()
+        load_after = os.getloadavg()
+        out = {}
+        for role in ('sub', 'pub'):
+            try:
+                with open(files[role]['json']) as f:
+                    out[role] = json.load(f)
+            except (OSError, ValueError):
+                out[role] = {}
+            with open(files[role]['log']) as f:
+                out[role]['log_tail'] = f.read()[-2000:]
+            out[role]['returncode'] = procs[role].returncode
+    return _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before,
+                      tx_after, load_before, load_after, wall)
+
+
+def _finish(proc, timeout):
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before, tx_after,
+               load_before, load_after, wall):
+    pub, sub = out['pub'], out['sub']
+    lat = _percentiles(sub.get('latency_ms', []))
+    fill = _percentiles(pub.get('fill_ms', []))
+    publish = _percentiles(pub.get('publish_ms', []))
+    both = [a + b for a, b in zip(pub.get('fill_ms', []), pub.get('publish_ms', []))]
+    fill_publish = _percentiles(both)
+    read = _percentiles(sub.get('read_ms', []))
+    segments = {**pub.get('shm_segments', {}), **sub.get('shm_segments', {})}
+    problems = [f'{r}: {line.strip()}' for r in ('pub', 'sub')
+                for line in out[r].get('log_tail', '').splitlines()
+                if ('error' in line.lower() or 'warning' in line.lower())
+                and not (profile == 'default' and EMPTY_PROFILE_NOTICE in line)]
+    sent, received = pub.get('sent', 0), sub.get('received', 0)
+    return {
+        'profile': profile,
+        'profile_file': env[PROFILE_VAR] or None,
+        'domain_id': domain_id,
+        'payload_bytes': PAYLOAD_BYTES,
+        'shape': list(SHAPE),
+        'rate_hz': rate,
+        'rate_hz_achieved': pub.get('rate_hz_achieved'),
+        'duration_s': duration,
+        'sent': sent,
+        'received': received,
+        'lost': max(sent - received, 0),
+        'duplicates': sub.get('duplicates'),
+        'bit_exact': bool(received) and sub.get('mismatches', 1) == 0,
+        'mismatches': sub.get('mismatches'),
+        'p50_ms': lat['p50'], 'p99_ms': lat['p99'], 'max_ms': lat['max'],
+        'mean_ms': lat['mean'],
+        'fill_ms': fill, 'publish_ms': publish, 'fill_publish_ms': fill_publish,
+        'read_ms': read,
+        'match_s': pub.get('match_s'),
+        'all_acked': pub.get('all_acked'),
+        'shm_segment_bytes_max': max(segments.values()) if segments else 0,
+        'shm_segments': sorted(segments.values()),
+        'shm_segment_bytes_max_by_role': {
+            r: max(out[r].get('shm_segments', {}).values(), default=0) for r in ('pub', 'sub')},
+        'udp_sockets': sockets,
+        'net_tx_packets_delta': {k: tx_after.get(k, 0) - v for k, v in tx_before.items()},
+        'loadavg_before': [round(x, 2) for x in load_before],
+        'loadavg_after': [round(x, 2) for x in load_after],
+        'wall_s': round(wall, 2),
+        'returncodes': {'pub': pub.get('returncode'), 'sub': sub.get('returncode')},
+        'problems': problems[:10],
+    }
+
+
+def _fmt(value, digits=3):
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def print_table(runs):
+    cols = ('profile', 'sent', 'recv', 'exact', 'p50 ms', 'p99 ms', 'max ms',
+            'fill+pub p50', 'fill+pub p99', 'read p50', 'shm seg MiB', 'non-lo tx pkts')
+    rows = [cols]
+    for r in runs:
+        rows.append((r['profile'], str(r['sent']), str(r['received']),
+                     'yes' if r['bit_exact'] else 'NO', _fmt(r['p50_ms']), _fmt(r['p99_ms']),
+                     _fmt(r['max_ms']), _fmt(r['fill_publish_ms']['p50']),
+                     _fmt(r['fill_publish_ms']['p99']), _fmt(r['read_ms']['p50']),
+                     _fmt(r['shm_segment_bytes_max'] / 2 ** 20, 1),
+                     str(sum(r['net_tx_packets_delta'].values()))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    for row in rows:
+        print('  '.join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+def main(argv=None):
+    """Run the benchmark (orchestrator), or one of its child roles."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser.add_argument('--json', help='write results here')
+    parser.add_argument('--duration', type=float, default=30.0, help='measured seconds')
+    parser.add_argument('--rate', type=float, default=10.0, help='publish rate [Hz]')
+    parser.add_argument('--profile', choices=('default', 'shm', 'both'), default='both')
+    parser.add_argument('--shm-profile', help='Fast DDS XML for the shm run '
+                        '(default: config/fastdds_shm.xml)')
+    parser.add_argument('--domain-id', type=int, help='first ROS_DOMAIN_ID (default: random '
+                        '100-230; the next run uses the next one)')
+    parser.add_argument('--warmup', type=int, default=WARMUP, help=argparse.SUPPRESS)
+    parser.add_argument('--match-timeout', type=float, default=MATCH_TIMEOUT,
+                        help=argparse.SUPPRESS)
+    parser.add_argument('--role', choices=('pub', 'sub'), help=argparse.SUPPRESS)
+    parser.add_argument('--out', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        return role_pub(args) if args.role == 'pub' else role_sub(args)
+    if not args.json:
+        parser.error('--json is required')
+    if args.rate <= 0 or args.duration <= 0:
+        parser.error('--rate and --duration must be positive')
+    profiles = ('default', 'shm') if args.profile == 'both' else (args.profile,)
+    domain = args.domain_id if args.domain_id is not None else random.randint(100, 229)
+    runs = []
+    for i, profile in enumerate(profiles):
+        runs.append(run_pair(profile, args.duration, args.rate, domain + i, args.shm_profile,
+                             args.warmup, args.match_timeout))
+    print_table(runs)
+    for r in runs:
+        for problem in r['problems']:
+            print(f"{r['profile']}: {problem}", file=sys.stderr)
+    names = [r['profile'] for r in runs]
+    preferred = 'shm' if shm_is_default() else 'default'
+    main_run = runs[names.index(preferred)] if preferred in names else runs[0]
+    report = {k: main_run[k] for k in ('profile', 'payload_bytes', 'rate_hz', 'sent',
+                                       'received', 'p50_ms', 'p99_ms', 'max_ms')}
+    report.update({'runs': runs, 'shm_enabled_by_default': shm_is_default(),
+                   'cpu_count': os.cpu_count(), 'python': sys.version.split()[0]})
+    _write_json(args.json, report)
+    print(f'wrote {args.json} (main run: {main_run["profile"]})')
+    ok = all(r['sent'] and r['received'] == r['sent'] and r['bit_exact'] for r in runs)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
