@@ -8,6 +8,8 @@ import hashlib
 import logging
 import signal
 import sys
+import threading
+import time
 import typing
 
 import numpy as np
@@ -158,7 +160,9 @@ def fill_latent(msg, tensor, stamp_s, **fields):
     sec_to_stamp(stamp_s, msg.header.stamp)
     msg.shape = list(tensor.shape)
     msg.dtype = 'float32'
-    msg.data = array.array('B', memoryview(tensor).cast('B'))
+    buf = array.array('B')
+    buf.frombytes(memoryview(tensor).cast('B'))  # one memcpy (array('B', view) is per element)
+    msg.data = buf
     for key, value in fields.items():
         setattr(msg, key, value)
     return msg
@@ -182,8 +186,8 @@ def read_latent(msg, expected_shape=None):
         raw = np.frombuffer(msg.data, np.uint16).astype(np.uint32) << 16
         tensor = raw.view(np.float32).reshape(shape)
     else:
-        tensor = np.frombuffer(msg.data, msg.dtype).reshape(shape).astype(np.float32,
-                                                                            copy=False)
+        tensor = np.frombuffer(msg.data, msg.dtype).reshape(shape)
+        tensor = tensor.astype(np.float32, copy=False)
     if not np.all(np.isfinite(tensor)):
         raise ValueError('latent: contains NaN or Inf')
     return tensor
@@ -271,3 +275,119 @@ def run_node(make_node, args=None, threads=2):
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+# --- added for the perception and intent nodes --------------------------------------------
+# The joint state matched to each observation latent (same header.stamp as the latent).
+TOPIC_OBSERVATION_JOINT_STATE = '/dial/observation_joint_state'  # sensor_msgs/JointState
+
+
+class WindowStats:
+    """Count, mean and max of samples since the last ``take()`` (one diagnostics period).
+
+    Thread-safe: a worker thread adds, the diagnostics timer takes.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self):
+        self._count, self._sum, self._max = 0, 0.0, 0.0
+
+    def add(self, value):
+        with self._lock:
+            self._count += 1
+            self._sum += value
+            self._max = max(self._max, value)
+
+    def take(self):
+        """Return ``(count, mean, max)`` over the period and start a new one."""
+        with self._lock:
+            out = (self._count, self._sum / self._count if self._count else 0.0, self._max)
+            self._reset()
+            return out
+
+
+def load_policy(checkpoint, embodiment, seed, device='cpu', threads=1):
+    """Return (DialPolicy, model_id); RuntimeError naming the cause when the model won't load.
+
+    torch is imported here so that nodes without a model never pay for it.
+    """
+    import torch
+
+    from dial_ros.model.default import load_model
+    from dial_ros.model.policy import DialPolicy
+
+    torch.set_num_threads(threads)
+    try:
+        model, model_id = load_model(checkpoint, embodiment, seed, device)
+        return DialPolicy(model, embodiment, device), model_id
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise RuntimeError(f'cannot load the model (checkpoint {checkpoint!r}, embodiment '
+                           f'{embodiment!r}): {err}') from err
+
+
+class Throttle:
+    """Log at most once per ``period_s`` per key (rclpy's throttle is per call site only).
+
+    A node that funnels every rejection through one helper would otherwise let one noisy
+    problem hide all others; keyed, each distinct problem is reported, with a count of the
+    repeats that were held back.
+    """
+
+    def __init__(self, logger, period_s=2.0):
+        self.logger = logger
+        self.period_s = period_s
+        self._last = {}  # key -> (monotonic time of the last log, suppressed since)
+
+    def __call__(self, level, key, text):
+        now = time.monotonic()
+        last, held = self._last.get(key, (-float('inf'), 0))
+        if now - last < self.period_s:
+            self._last[key] = (last, held + 1)
+            return
+        self._last[key] = (now, 0)
+        text += f' ({held} more since the last report)' if held else ''
+        # one call site per severity: rclpy refuses two severities from one line
+        if level == 'error':
+            self.logger.error(text)
+        elif level == 'warning':
+            self.logger.warning(text)
+        else:
+            self.logger.info(text)
+
+
+# --- added for the controller ------------------------------------------------------------
+class JointOrder:
+    """Read sensor_msgs/JointState positions BY NAME into a fixed joint order.
+
+    Drivers order (and add) joints as they like. ``positions(msg)`` returns a float64 vector
+    in ``joint_names`` order and ignores extra joints; ValueError names missing joints, a
+    names/positions length mismatch or NaN/Inf. The index is cached per distinct name list.
+    """
+
+    def __init__(self, joint_names):
+        self.joint_names = list(joint_names)
+        self._index = {}
+
+    def positions(self, msg):
+        names = tuple(msg.name)
+        index = self._index.get(names)
+        if index is None:
+            where = {n: i for i, n in enumerate(names)}
+            missing = [j for j in self.joint_names if j not in where]
+            if missing:
+                raise ValueError(f'joint_state: missing joints {missing[:5]} ({len(missing)} '
+                                 f'of {len(self.joint_names)})')
+            if len(self._index) > 8:  # a publisher that reorders every message
+                self._index.clear()
+            index = self._index[names] = np.array([where[j] for j in self.joint_names])
+        if len(msg.position) != len(names):
+            raise ValueError(f'joint_state: {len(msg.position)} positions for {len(names)} '
+                             f'names')
+        q = np.asarray(msg.position, np.float64)[index]
+        if not np.all(np.isfinite(q)):
+            bad = [self.joint_names[i] for i in np.flatnonzero(~np.isfinite(q))[:5]]
+            raise ValueError(f'joint_state: NaN/Inf position for {bad}')
+        return q
