@@ -204,12 +204,12 @@ class SafetyFilter:
 
     def release(self):
         """Clear the latch; the robot may have been moved, so re-ramp from the measured pose."""
-        if self._estopped:
-            LOGGER.info('safety: e-stop released; re-ramping from the measured pose')
-        self._estopped = False
-        # e-stop and release may come from a service thread while the control timer ticks
-        self._lock = threading.RLock()
-        self.reset()
+        # e-stop and release may come from a service thread while the control loop ticks
+        with self._lock:
+            if self._estopped:
+                LOGGER.info('safety: e-stop released; re-ramping from the measured pose')
+            self._estopped = False
+            self.reset()
 
     def filter(self, target, measured, now_s, input_age_s):
         """Return ``(command, status)`` for one tick.

@@ -23,7 +23,10 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange,  # noqa: E402
                                 ParameterDescriptor, SetParametersResult)
+from rclpy.exceptions import InvalidParameterTypeException  # noqa: E402
+from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
                        ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import Image  # noqa: E402
@@ -89,9 +92,18 @@ def declare_params(node, params, on_change=None):
     dataclass is updated and ``on_change(name, value)`` is called.
     """
     fields = {}
+    overrides = getattr(node, '_parameter_overrides', {})
     for f, meta in described_fields(params):
         default = getattr(params, f.name)
-        node.declare_parameter(f.name, default, _descriptor(f.name, meta, default))
+        given = overrides.get(f.name)
+        # `-p rate:=10` or `rate: 10` in YAML is an integer: accept it for a float setting
+        if (given is not None and isinstance(default, float)
+                and given.type_ == Parameter.Type.INTEGER):
+            overrides[f.name] = Parameter(f.name, Parameter.Type.DOUBLE, float(given.value))
+        try:
+            node.declare_parameter(f.name, default, _descriptor(f.name, meta, default))
+        except (InvalidParameterValueException, InvalidParameterTypeException) as err:
+            raise SystemExit(f'{node.get_name()}: bad parameter {f.name}: {err}') from None
         fields[f.name] = f
     hints = typing.get_type_hints(type(params))
     for name in fields:

@@ -1,0 +1,442 @@
+"""System-1 controller: latent intent + observation -> action chunks -> joint command stream.
+
+    python -m dial_ros.nodes.controller --ros-args -p control_rate_hz:=500
+
+Two loops in one process. Chunk inference (an executor timer, ``chunk_rate_hz``) runs
+DialPolicy.act on the newest valid intent, observation latent and joint state and pushes the
+chunk into a ChunkScheduler stamped with the observation time (latency compensation,
+blended transitions). The command stream (its own thread, ``control_rate_hz`` up to 1 kHz,
+see command_stream.py) samples the scheduler, passes the target through the SafetyFilter
+(limits, velocity, max step, ramp, hold on stale input, e-stop, dry run) and publishes it
+as Float64MultiArray (ros2_control JointGroupPositionController), JointTrajectory and/or
+JointState. Stale inputs make it hold: it keeps sending the held position, because
+ros2_control forward controllers have no timeout of their own.
+"""
+import array
+import dataclasses
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool
+
+from dial_ros.core.chunking import ChunkScheduler, INTERPOLATIONS
+from dial_ros.core.safety import SafetyFilter, SafetyLimits
+from dial_ros.msg import ActionChunk, LatentTensor
+from dial_ros.nodes import common
+from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
+from dial_ros.schema import setting
+
+OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
+FUTURE_TOLERANCE_S = 0.5   # inputs stamped further ahead than this: clocks disagree, drop
+LOG_THROTTLE_S = 2.0
+JUMP_BACK_S = 1.0          # an observation this much older than the chunk: the clock restarted
+# The GIL: torch releases it inside ops, but Python between ops holds it; a short switch
+# interval bounds how long the command thread waits for it (default 5 ms).
+SWITCH_INTERVAL_S = 0.0002
+
+
+@dataclasses.dataclass
+class Params:
+    """Every tunable of the controller (ROS parameters; rates change live)."""
+
+    control_rate_hz: int = setting(200, 'joint command stream rate', low=1, high=1000,
+                                   unit='Hz')
+    chunk_rate_hz: float = setting(10.0, 'action chunk inference rate', low=1.0, high=50.0,
+                                   unit='Hz')
+    chunk_dt_s: float = setting(0.05, 'seconds between chunk waypoints (1 / the control rate '
+                                'the model was trained at)', low=0.001, high=1.0, unit='s')
+    intent_timeout_s: float = setting(1.0, 'hold when the newest intent is older than this '
+                                      '(or past its own valid_for)', low=0.01, high=60.0,
+                                      unit='s')
+    observation_timeout_s: float = setting(0.5, 'hold when the newest observation latent is '
+                                           'older than this', low=0.01, high=60.0, unit='s')
+    joint_state_timeout_s: float = setting(0.2, 'hold when the newest joint state is older '
+                                           'than this', low=0.001, high=10.0, unit='s')
+    ramp_time_s: float = setting(1.0, 'ease-in from the measured pose after start and e-stop '
+                                 'release', low=0.0, high=10.0, unit='s')
+    max_step_rad: float = setting(0.02, 'largest change of any joint per command tick',
+                                  low=1e-5, high=1.0, unit='rad')
+    velocity_scale: float = setting(0.5, 'fraction of the embodiment velocity limits allowed',
+                                    low=0.01, high=1.0)
+    blend_time_s: float = setting(0.1, 'crossfade between consecutive chunks', low=0.0,
+                                  high=2.0, unit='s')
+    interpolation: str = setting('cubic', 'upsampling of chunk waypoints to the command rate',
+                                 choices=INTERPOLATIONS)
+    dry_run: bool = setting(False, 'compute and log commands but publish none')
+    output_forms: list = setting(['float64_multi_array'], 'command messages to publish, any '
+                                 'of: ' + ', '.join(OUTPUT_FORMS))
+    realtime_priority: int = setting(50, 'SCHED_FIFO priority of the command thread (0: '
+                                     'normal scheduling; refused without CAP_SYS_NICE, then '
+                                     'normal with a warning)', low=0, high=99)
+    process_priority: int = setting(10, 'SCHED_FIFO priority of the other threads (inference, '
+                                    'executor, DDS), below realtime_priority: else one of '
+                                    'them, preempted while holding the GIL, stalls the '
+                                    'command thread (0: normal)', low=0, high=98)
+    hold_on_start: bool = setting(True, 'before the first chunk, stream the measured pose '
+                                  '(hold); false: send nothing until a chunk arrives')
+    checkpoint: str = setting('', 'DIAL checkpoint folder ("" = bundled or untrained tiny)',
+                              read_only=True)
+    embodiment: str = setting('gr1_sim', 'embodiment config name', read_only=True)
+    seed: int = setting(0, 'seed of the untrained default model and of the chunk noise',
+                        low=0, high=2**31 - 1, read_only=True)
+
+    def check(self):
+        """Check the cross-field rules that the per-field schema cannot express."""
+        forms = list(self.output_forms)
+        if self.process_priority and self.process_priority >= self.realtime_priority:
+            raise ValueError(f'process_priority: {self.process_priority} must be below '
+                             f'realtime_priority ({self.realtime_priority}) or 0')
+        bad = sorted(set(forms) - set(OUTPUT_FORMS))
+        if bad or not forms or len(set(forms)) != len(forms):
+            raise ValueError(f'output_forms: {forms!r} must be a non-empty subset of '
+                             f'{list(OUTPUT_FORMS)} without repeats (use dry_run to send '
+                             f'nothing)')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    """A validated input: value, stamp (ROS seconds) and when it stops being usable."""
+
+    value: np.ndarray
+    stamp: float
+    expires: float = math.inf
+    key: tuple = ()
+
+
+class ControllerNode(Node):
+    """System-1 node: chunk inference at chunk_rate_hz, commands at control_rate_hz."""
+
+    def __init__(self, **kwargs):
+        super().__init__('controller', **kwargs)
+        self.params = declare_checked(self, Params(), self._on_param)
+        p = self.params
+        try:
+            self.policy, self.model_id = common.load_policy(p.checkpoint, p.embodiment, p.seed)
+        except RuntimeError as err:
+            raise SystemExit(f'controller: {err}') from None
+        if self.policy.model.system1.needs_vlm_features:
+            raise SystemExit('controller: this checkpoint (APT stage 2) needs VLM features '
+                             'that are not sent between processes')
+        self.spec = self.policy.embodiment
+        self.joint_names = list(self.spec.joint_names)
+        self.shape = tuple(self.policy.token_shape)
+        self.scheduler = ChunkScheduler(p.chunk_dt_s, p.blend_time_s, p.interpolation,
+                                        num_joints=len(self.joint_names))
+        self.safety = SafetyFilter(self._limits(), p.ramp_time_s, stale_timeout_s=1.0,
+                                   dry_run=p.dry_run, **self._periods(p.control_rate_hz))
+        # the filter is driven by the stream thread and changed from executor threads
+        self._safety_lock = threading.Lock()
+        self._intent = self._obs = self._joint = None
+        self._instruction = ''
+        self._joint_order = common.JointOrder(self.joint_names)
+        self._obs_joints = {}     # stamp -> joint vector matched to that observation
+        self._chunks, self._chunk_key, self._latencies = 0, None, []
+        self._status, self._reason = None, 'starting'
+        self._rejected, self._last_log = {}, {}
+        self.outputs = CommandOutputs(self, self.joint_names, p.output_forms)
+        self.chunk_pub = self.create_publisher(ActionChunk, common.TOPIC_CHUNK,
+                                               common.QOS_LATENT)
+        self.create_subscription(LatentTensor, common.TOPIC_INTENT, self._on_intent,
+                                 common.QOS_LATENT)
+        self.create_subscription(LatentTensor, common.TOPIC_OBSERVATION, self._on_observation,
+                                 common.QOS_LATENT)
+        self.create_subscription(JointState, common.TOPIC_JOINT_STATES, self._on_joint_state,
+                                 common.QOS_SENSOR)
+        self.create_subscription(JointState, common.TOPIC_OBSERVATION_JOINT_STATE,
+                                 self._on_observation_joints, common.QOS_LATENT)
+        self.create_subscription(String, common.TOPIC_INSTRUCTION, self._on_instruction,
+                                 common.QOS_LATCHED)
+        self.create_subscription(Bool, common.TOPIC_ESTOP, self._on_estop, 10)
+        self.create_service(SetBool, '~/estop', self._on_estop_srv)
+        # inference in its own group: a slow chunk never delays input callbacks
+        self._chunk_timer = self.create_timer(1.0 / p.chunk_rate_hz, self._infer,
+                                              MutuallyExclusiveCallbackGroup())
+        self.diagnostics = common.Diagnostics(self)
+        self.create_timer(1.0, self._publish_diagnostics)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.stream = CommandStream(self._tick, p.control_rate_hz, self._on_tick_error,
+                                    priority=p.realtime_priority,
+                                    logger=self.get_logger())
+        self.stream.set_process_priority(p.process_priority)  # threads started later inherit
+        self.stream.start()
+        self.get_logger().info(
+            f'model {self.model_id}, {len(self.joint_names)} joints ({self.spec.name}), '
+            f'commands at {p.control_rate_hz} Hz on {p.output_forms}, chunks at '
+            f'{p.chunk_rate_hz} Hz{" (DRY RUN)" if p.dry_run else ""}')
+
+    def close(self):
+        self.stream.stop()
+
+    # --- parameters ----------------------------------------------------------------------
+    def _limits(self):
+        p = self.params
+        return SafetyLimits(self.spec.position_lower, self.spec.position_upper,
+                            self.spec.velocity_limit * p.velocity_scale, p.max_step_rad)
+
+    @staticmethod
+    def _periods(rate_hz):
+        # a late tick earns at most 0.1 s (or one period) of velocity budget
+        return {'nominal_period_s': 1.0 / rate_hz, 'max_dt_s': max(0.1, 1.0 / rate_hz)}
+
+    def _on_param(self, name, value):
+        p = self.params
+        if name == 'control_rate_hz':
+            self.stream.set_rate(value)
+            with self._safety_lock:
+                self.safety.set_params(**self._periods(value))
+            self.get_logger().info(f'control rate -> {value} Hz')
+        elif name == 'realtime_priority':
+            self.stream.set_priority(value)
+        elif name == 'process_priority':
+            self.stream.set_process_priority(value)
+        elif name == 'chunk_rate_hz':
+            self._chunk_timer.timer_period_ns = int(1e9 / value)
+        elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation'):
+            self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=p.blend_time_s,
+                                      interpolation=p.interpolation)
+        elif name in ('ramp_time_s', 'dry_run'):
+            with self._safety_lock:
+                self.safety.set_params(ramp_time_s=p.ramp_time_s, dry_run=p.dry_run)
+        elif name in ('velocity_scale', 'max_step_rad'):
+            limits = self._limits()
+            with self._safety_lock:
+                self.safety.limits = limits
+        elif name == 'output_forms':
+            self.outputs.select(value)
+
+    # --- inputs --------------------------------------------------------------------------
+    def _now(self):
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _log_throttled(self, kind, text, level='error'):
+        """Log at most once per LOG_THROTTLE_S per kind (rclpy throttles per call site)."""
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -math.inf) >= LOG_THROTTLE_S:
+            self._last_log[kind] = now
+            # rclpy refuses one call site logging at several severities: one line each
+            if level == 'info':
+                self.get_logger().info(text)
+            elif level == 'warn':
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().error(text)
+
+    def _reject(self, kind, error):
+        """Count and log an input that is dropped; it never reaches the command stream."""
+        self._rejected[kind] = self._rejected.get(kind, 0) + 1
+        self._log_throttled(kind, f'{kind} dropped: {error} ({self._rejected[kind]} dropped '
+                                  f'so far)')
+
+    def _latent(self, msg):
+        tensor = common.read_latent(msg, self.shape)
+        if msg.model_id != self.model_id:
+            raise ValueError(f'model_id {msg.model_id!r} is not the loaded model '
+                             f'{self.model_id!r}')
+        stamp = common.stamp_to_sec(msg.header.stamp)
+        if stamp <= 0 or stamp > self._now() + FUTURE_TOLERANCE_S:
+            raise ValueError(f'header.stamp {stamp:.3f} is zero or in the future')
+        return tensor.copy(), stamp
+
+    def _on_intent(self, msg):
+        if not msg.valid:  # revoked by its producer: stop following it now, not at valid_for
+            if self._intent is not None:
+                self._log_throttled('revoked', 'intent revoked by its producer: holding', 'warn')
+            self._intent = None
+            return
+        try:
+            tensor, stamp = self._latent(msg)
+            if not (math.isfinite(msg.valid_for) and msg.valid_for >= 0):
+                raise ValueError(f'valid_for {msg.valid_for} must be finite and >= 0')
+            want = self._instruction
+            if want and msg.instruction_id and msg.instruction_id != want:
+                raise ValueError(f'computed for instruction {msg.instruction_id}, the '
+                                 f'current one is {want}')
+        except ValueError as err:
+            return self._reject('intent', err)
+        expires = stamp + msg.valid_for if msg.valid_for > 0 else math.inf
+        self._intent = _Input(tensor, stamp, expires, (stamp, msg.seq))
+
+    def _on_observation(self, msg):
+        try:
+            tensor, stamp = self._latent(msg)
+        except ValueError as err:
+            return self._reject('observation', err)
+        self._obs = _Input(tensor, stamp)  # the newest arrival, even if the clock went back
+
+    def _joints(self, msg):
+        """Return (positions in embodiment order, stamp) of a JointState; ValueError if bad."""
+        q = self._joint_order.positions(msg)
+        stamp = common.stamp_to_sec(msg.header.stamp)
+        if stamp > self._now() + FUTURE_TOLERANCE_S:
+            raise ValueError(f'header.stamp {stamp:.3f} is in the future')
+        return q, stamp
+
+    def _on_joint_state(self, msg):
+        try:
+            q, stamp = self._joints(msg)
+        except ValueError as err:
+            return self._reject('joint_state', err)
+        self._joint = _Input(q, stamp if stamp > 0 else self._now())
+
+    def _on_observation_joints(self, msg):
+        # perception's joint state matched to an observation: the model's state input
+        try:
+            q, stamp = self._joints(msg)
+        except ValueError as err:
+            return self._reject('observation_joint_state', err)
+        self._obs_joints = {k: v for k, v in self._obs_joints.items() if k > stamp - 2.0}
+        self._obs_joints[stamp] = q
+
+    def _on_instruction(self, msg):
+        self._instruction = common.instruction_id(msg.data) if msg.data.strip() else ''
+
+    def _on_estop(self, msg):
+        self._set_estop(bool(msg.data), 'topic ' + common.TOPIC_ESTOP)
+
+    def _on_estop_srv(self, request, response):
+        self._set_estop(bool(request.data), 'service ~/estop')
+        response.success = True
+        response.message = 'e-stop latched' if request.data else 'e-stop released'
+        return response
+
+    def _set_estop(self, stop, source):
+        with self._safety_lock:
+            was = self.safety.estopped
+            if stop:
+                self.safety.estop(source)
+                self.scheduler.reset()  # never resume an old chunk after a release
+            elif was:
+                self.safety.release()
+        if stop and not was:
+            self.get_logger().warning(f'e-stop latched by {source}: holding')
+        elif was and not stop:
+            self.get_logger().info(f'e-stop released by {source}: ramping from the pose')
+
+    def _stale(self, now):
+        """Return why the inputs cannot be followed now ('' when all are fresh)."""
+        p = self.params
+        checks = (('intent', self._intent, p.intent_timeout_s),
+                  ('observation', self._obs, p.observation_timeout_s),
+                  ('joint_state', self._joint, p.joint_state_timeout_s))
+        for name, value, timeout in checks:
+            if value is None:
+                return f'no {name} (none yet, or revoked)'
+            age = now - value.stamp
+            if age > timeout or now > value.expires:
+                return f'{name} stale ({age:.2f} s old, timeout {timeout:.2f} s)'
+        return ''
+
+    # --- chunk inference (executor thread) -----------------------------------------------
+    def _infer(self):
+        now = self._now()
+        intent, obs, joint = self._intent, self._obs, self._joint
+        if self._stale(now) or (obs.stamp, intent.key) == self._chunk_key:
+            return  # nothing new to condition on; the stream holds or follows the last chunk
+        if self.scheduler.t0 is not None and obs.stamp < self.scheduler.t0 - JUMP_BACK_S:
+            self.get_logger().warning('time jumped back (sim or bag restart): old chunk dropped')
+            self.scheduler.reset()
+        start = time.perf_counter()
+        try:
+            state = self._obs_joints.get(obs.stamp, joint.value)
+            chunk = self.policy.act(obs.value, intent.value, state,
+                                    seed=self.params.seed + self._chunks)
+            self.scheduler.push(chunk, obs.stamp, self._now(), dt=self.params.chunk_dt_s)
+        except ValueError as err:
+            return self._reject('chunk', err)
+        if self.scheduler.last_skipped >= len(chunk):
+            return self._reject('chunk', f'entirely in the past ({now - obs.stamp:.2f} s after '
+                                f'its observation)')
+        self._latencies.append(time.perf_counter() - start)
+        self._chunks += 1
+        self._chunk_key = (obs.stamp, intent.key)
+        msg = ActionChunk(joint_names=self.joint_names, horizon=len(chunk),
+                          dt=self.params.chunk_dt_s, model_id=self.model_id)
+        common.sec_to_stamp(obs.stamp, msg.header.stamp)
+        common.sec_to_stamp(obs.stamp, msg.observation_stamp)
+        common.sec_to_stamp(intent.stamp, msg.latent_stamp)
+        msg.positions = array.array('d', np.ascontiguousarray(chunk, np.float64).tobytes())
+        self.chunk_pub.publish(msg)
+
+    # --- command stream (its own thread) -------------------------------------------------
+    def _tick(self):
+        now = self._now()
+        joint = self._joint
+        reason = self._stale(now)
+        target = None if reason else self.scheduler.sample(now)
+        if target is None and not reason:
+            reason = 'no chunk covers now'
+        if target is None and self._chunks == 0 and not self.params.hold_on_start:
+            self._reason = reason + ' (hold_on_start false: sending nothing)'
+            return
+        with self._safety_lock:
+            cmd, status = self.safety.filter(target, None if joint is None else joint.value,
+                                             now, 0.0)
+        self._status, self._reason = status, reason or status.reason
+        if cmd is None:
+            return
+        if status.send:
+            self.outputs.publish(cmd, now, self.stream.period_s)
+        elif self.params.dry_run:
+            self._log_throttled('dry_run', f'dry_run: would command '
+                                f'{np.round(cmd[:4], 3).tolist()}... ({status.state.value})',
+                                'info')
+
+    def _on_tick_error(self, err):
+        self._reject('tick', f'{type(err).__name__}: {err} (holding)')
+
+    # --- diagnostics ---------------------------------------------------------------------
+    def _publish_diagnostics(self):
+        now = self._now()
+        lat, self._latencies = np.array(self._latencies) * 1e3, []
+        status = self._status
+        state = 'waiting' if status is None else status.state.value
+        values = {'safety_state': state, 'reason': self._reason, 'dry_run': self.params.dry_run,
+                  'estop': self.safety.estopped, 'commands_sent': self.outputs.sent,
+                  'chunks': self._chunks, 'model_id': self.model_id}
+        values.update(self.stream.diagnostic_values())
+        nan = float('nan')
+        values.update(chunk_inference_ms_p50=float(np.median(lat)) if lat.size else nan,
+                      chunk_inference_ms_max=float(lat.max()) if lat.size else nan,
+                      chunks_in_window=int(lat.size),
+                      # observation -> chunk in the scheduler; that many waypoints were past
+                      chunk_latency_s=self.scheduler.last_latency_s or nan,
+                      chunk_skipped_steps=self.scheduler.last_skipped)
+        for name, value in (('intent', self._intent), ('observation', self._obs),
+                            ('joint_state', self._joint)):
+            values[f'age_{name}_s'] = nan if value is None else now - value.stamp
+        for kind, count in sorted(self._rejected.items()):
+            values[f'dropped_{kind}'] = count
+        level = 'ok'
+        if self.safety.estopped:
+            level = 'error'
+        elif (status is None or status.holding or self.params.dry_run
+              or values['send_missed_ticks']
+              or values['send_achieved_hz'] < 0.9 * values['send_target_hz']):
+            level = 'warn'
+        message = state if state in ('ok', 'ramping') else f'{state}: {self._reason}'
+        self.diagnostics.publish(level, message, values)
+
+
+def declare_checked(node, params, on_change):
+    """Declare the parameters and run the cross-field check at start-up."""
+    common.declare_params(node, params, on_change)
+    try:
+        params.check()
+    except ValueError as err:
+        raise SystemExit(f'{node.get_name()}: bad parameter: {err}') from None
+    return params
+
+
+def main(args=None):
+    return common.run_node(ControllerNode, args, threads=3)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The controller node as a real process over DDS: rate, limits, ramp, hold, e-stop, params.
+
+One controller process serves the whole module (its model takes ~5 s to build); the tests
+run in file order and each leaves it tracking again. The test process is an rclpy node that
+plays perception, intent and the robot: synthetic /joint_states, observation latents and
+intents with the model id the controller loads.
+"""
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PYTHON = ROOT / '.venv' / 'bin' / 'python'
+DOMAIN = random.Random(f'controller-{os.getpid()}').randint(100, 230)
+EMBODIMENT = 'gr1_sim'
+RATE, MAX_STEP, INTENT_TIMEOUT = 200, 0.004, 0.5
+ARGS = {'control_rate_hz': RATE, 'max_step_rad': MAX_STEP, 'intent_timeout_s': INTENT_TIMEOUT,
+        'ramp_time_s': 0.5, 'embodiment': EMBODIMENT, 'seed': 0}
+
+
+class Harness:
+    """Test node: publishes the controller's inputs, records its commands and logs."""
+
+    def __init__(self, rclpy, model_id, token_shape, spec):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rcl_interfaces.msg import Log
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool, Float64MultiArray
+        from std_srvs.srv import SetBool
+        from trajectory_msgs.msg import JointTrajectory
+
+        from dial_ros.msg import LatentTensor
+        from dial_ros.nodes import common
+        self.common, self.LatentTensor, self.JointState = common, LatentTensor, JointState
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN)
+        self.node = rclpy.create_node('controller_test', context=self.context)
+        self.model_id, self.token_shape, self.spec = model_id, token_shape, spec
+        mid = (spec.position_lower + spec.position_upper) / 2
+        self.pose = mid + 0.1 * (spec.position_upper - mid)
+        # the robot reports more joints than the embodiment, in its own order
+        self.names = list(reversed(spec.joint_names)) + ['joint_not_in_the_embodiment']
+        self.positions = list(reversed(self.pose.tolist())) + [0.3]
+        self.intents_on = False
+        self.commands, self.logs, self.lock = [], [], threading.Lock()
+        n = self.node
+        self.js_pub = n.create_publisher(JointState, common.TOPIC_JOINT_STATES,
+                                         common.QOS_SENSOR)
+        self.obs_pub = n.create_publisher(LatentTensor, common.TOPIC_OBSERVATION,
+                                          common.QOS_LATENT)
+        self.intent_pub = n.create_publisher(LatentTensor, common.TOPIC_INTENT,
+                                             common.QOS_LATENT)
+        self.estop_pub = n.create_publisher(Bool, common.TOPIC_ESTOP, 10)
+        self.Bool = Bool
+        n.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command,
+                              common.QOS_COMMAND)
+        n.create_subscription(Log, '/rosout', self._on_log, 100)
+        n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.other_forms = {}
+        n.create_subscription(JointTrajectory, common.TOPIC_TRAJECTORY,
+                              lambda m: self.other_forms.update(trajectory=m), 10)
+        n.create_subscription(JointState, common.TOPIC_COMMAND_STATE,
+                              lambda m: self.other_forms.update(state=m), 10)
+        self.diagnostics = None
+        self.params = n.create_client(SetParameters, '/controller/set_parameters')
+        self.estop_srv = n.create_client(SetBool, '/controller/estop')
+        self.SetBool = SetBool
+        n.create_timer(0.01, self._publish_joints)
+        n.create_timer(0.05, self._publish_observation)
+        n.create_timer(0.2, self._publish_intent)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def latent(self, tensor=None, **fields):
+        tensor = np.zeros(self.token_shape, np.float32) if tensor is None else tensor
+        now = self.common.now_sec(self.node)
+        fields.setdefault('model_id', self.model_id)
+        return self.common.fill_latent(self.LatentTensor(), tensor, now, valid=True, **fields)
+
+    def _publish_joints(self):
+        msg = self.JointState(name=self.names, position=self.positions)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.js_pub.publish(msg)
+
+    def _publish_observation(self):
+        rng = np.random.default_rng()
+        self.obs_pub.publish(self.latent(rng.standard_normal(self.token_shape, np.float32)))
+
+    def _publish_intent(self):
+        if self.intents_on:
+            rng = np.random.default_rng()
+            self.intent_pub.publish(self.latent(rng.standard_normal(self.token_shape,
+                                                                    np.float32), valid_for=2.0))
+
+    def _on_command(self, msg, info):
+        # arrival time in the DDS reader, not when this executor got round to the callback
+        with self.lock:
+            self.commands.append((info['received_timestamp'] * 1e-9, np.array(msg.data)))
+
+    def _on_log(self, msg):
+        if msg.name == 'controller':
+            with self.lock:
+                self.logs.append(msg.msg)
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name == '/controller':
+                self.diagnostics = (status.level, status.message,
+                                    {kv.key: kv.value for kv in status.values})
+
+    def record(self, seconds):
+        """Return the commands received during the next ``seconds``: (times, N x J)."""
+        start = time.time()
+        time.sleep(seconds)
+        time.sleep(0.05)  # let the executor catch up
+        with self.lock:
+            got = [(t, c) for t, c in self.commands if start <= t <= start + seconds]
+        if not got:
+            return np.zeros(0), np.zeros((0, len(self.pose)))
+        return np.array([t for t, _ in got]), np.stack([c for _, c in got])
+
+    def call(self, client, request, timeout=10.0):
+        assert client.wait_for_service(timeout_sec=timeout), client.srv_name
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert future.done(), f'{client.srv_name}: no answer in {timeout} s'
+        return future.result()
+
+    def set_param(self, name, value):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+        request = SetParameters.Request(parameters=[Parameter(name, value=value)
+                                                    .to_parameter_msg()])
+        return self.call(self.params, request).results[0]
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture(scope='module')
+def harness(tmp_path_factory):
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               ROS_DOMAIN_ID=str(DOMAIN), OMP_NUM_THREADS='1')
+    args = [f'{k}:={v}' for k, v in ARGS.items()]
+    cmd = [str(PYTHON if PYTHON.exists() else sys.executable), '-m',
+           'dial_ros.nodes.controller', '--ros-args'] + [x for a in args for x in ('-p', a)]
+    log_path = tmp_path_factory.mktemp('controller') / 'controller.log'
+    log = open(log_path, 'w')
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    h = None
+    try:
+        import rclpy
+
+        from dial_ros.model.default import load_model
+        from dial_ros.model.policy import DialPolicy
+        model, model_id = load_model('', EMBODIMENT, 0)
+        policy = DialPolicy(model, EMBODIMENT)
+        h = Harness(rclpy, model_id, policy.token_shape, policy.embodiment)
+        h.proc, h.log_path = proc, log_path
+        deadline = time.monotonic() + 40  # process start (~6 s) + discovery (<= 10 s)
+        while time.monotonic() < deadline and not h.commands:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        assert h.commands, 'no commands within 40 s:\n' + log_path.read_text()[-3000:]
+        yield h
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if h is not None:
+            h.close()
+
+
+def check_safe(h, cmds):
+    lower, upper = h.spec.position_lower, h.spec.position_upper
+    assert np.all(cmds >= lower - 1e-9) and np.all(cmds <= upper + 1e-9)
+    if len(cmds) > 1:
+        assert np.abs(np.diff(cmds, axis=0)).max() <= MAX_STEP + 1e-9
+
+
+def moving(cmds):
+    return len(cmds) > 1 and np.abs(np.diff(cmds, axis=0)).max() > 1e-6
+
+
+def test_starts_at_measured_pose_then_tracks_within_limits(harness):
+    h = harness
+    with h.lock:
+        first = h.commands[0][1]
+    # hold_on_start: before any intent the command is the measured pose (mapped by name)
+    np.testing.assert_allclose(first, h.pose, atol=1e-9)
+    h.intents_on = True
+    times, cmds = h.record(3.0)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 0.8 * RATE < rate < 1.1 * RATE, rate
+    assert moving(cmds)
+    # everything since the first command: hold, then a ramp out of the pose with no jump
+    with h.lock:
+        check_safe(h, np.stack([c for _, c in h.commands]))
+    level, message, values = h.diagnostics
+    assert values['model_id'] == h.model_id and int(values['chunks']) > 0, values
+    assert float(values['send_target_hz']) == RATE and 'send_jitter_p99_ms' in values
+    assert values['safety_state'] in ('ok', 'ramping'), (message, values)
+
+
+def test_holds_when_intents_stop_and_resumes(harness):
+    h = harness
+    h.intents_on = False
+    stopped = time.time()
+    times, cmds = h.record(INTENT_TIMEOUT + 1.5)
+    changed = np.flatnonzero(np.abs(np.diff(cmds, axis=0)).max(axis=1) > 0)
+    last_change = times[changed[-1] + 1] - stopped if changed.size else 0.0
+    assert last_change < INTENT_TIMEOUT + 0.3, last_change
+    assert not moving(cmds[times > stopped + INTENT_TIMEOUT + 0.3])
+    assert len(cmds[times > stopped + INTENT_TIMEOUT + 0.3]) > 0.8 * RATE  # keeps holding
+    h.intents_on = True
+    times, cmds = h.record(1.5)
+    assert moving(cmds)
+    check_safe(h, cmds)
+
+
+@pytest.mark.parametrize('via', ['topic', 'service'])
+def test_estop_holds_until_released(harness, via):
+    h = harness
+
+    def estop(on):
+        if via == 'topic':
+            h.estop_pub.publish(h.Bool(data=on))
+        else:
+            assert h.call(h.estop_srv, h.SetBool.Request(data=on)).success
+
+    estop(True)
+    time.sleep(0.3)
+    times, cmds = h.record(1.0)
+    assert len(cmds) > 0.8 * RATE and not moving(cmds)
+    estop(False)
+    time.sleep(0.5)
+    times, cmds = h.record(1.0)
+    assert moving(cmds)
+    check_safe(h, cmds)
+
+
+def test_control_rate_changes_live_and_rejects_out_of_range(harness):
+    h = harness
+    assert h.set_param('control_rate_hz', 500).successful
+    time.sleep(0.3)
+    times, cmds = h.record(2.0)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 0.8 * 500 < rate < 1.1 * 500, rate
+    check_safe(h, cmds)
+    result = h.set_param('control_rate_hz', 5000)
+    assert not result.successful and result.reason
+    assert h.set_param('control_rate_hz', RATE).successful
+    time.sleep(0.3)
+    times, _ = h.record(1.0)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 0.8 * RATE < rate < 1.1 * RATE, rate
+
+
+def test_dry_run_publishes_nothing(harness):
+    h = harness
+    assert h.set_param('dry_run', True).successful
+    time.sleep(0.2)
+    times, _ = h.record(1.0)
+    assert len(times) == 0
+    assert h.set_param('dry_run', False).successful
+    times, _ = h.record(1.0)
+    assert len(times) > 0.8 * RATE
+
+
+def test_all_output_forms(harness):
+    h = harness
+    forms = ['float64_multi_array', 'joint_trajectory', 'joint_state']
+    assert h.set_param('output_forms', forms).successful
+    deadline = time.monotonic() + 15  # new publishers: discovery
+    while time.monotonic() < deadline and len(h.other_forms) < 2:
+        time.sleep(0.1)
+    trajectory, state = h.other_forms['trajectory'], h.other_forms['state']
+    assert trajectory.joint_names == h.spec.joint_names and len(trajectory.points) == 1
+    assert len(trajectory.points[0].positions) == len(h.spec.joint_names)
+    assert state.name == h.spec.joint_names and len(state.position) == len(state.name)
+    result = h.set_param('output_forms', ['float64_multi_array', 'bogus'])
+    assert not result.successful and 'output_forms' in result.reason
+    assert h.set_param('output_forms', forms[:1]).successful
+
+
+def test_bad_inputs_are_logged_and_dropped(harness):
+    h = harness
+    bad = np.zeros(h.token_shape, np.float32)
+    bad[0, 0] = np.nan
+    h.intent_pub.publish(h.latent(bad, valid_for=2.0))
+    h.obs_pub.publish(h.latent(model_id='some-other-model'))
+    joints = h.JointState(name=h.names[1:], position=h.positions[1:])
+    joints.header.stamp = h.node.get_clock().now().to_msg()
+    h.js_pub.publish(joints)
+    times, cmds = h.record(1.5)
+    assert h.proc.poll() is None
+    with h.lock:
+        logs = '\n'.join(h.logs)
+    assert 'intent dropped' in logs and 'NaN' in logs, logs
+    assert 'observation dropped' in logs and 'some-other-model' in logs, logs
+    assert 'joint_state dropped' in logs and 'missing joints' in logs, logs
+    assert len(cmds) > 0.8 * 1.5 * RATE
+    check_safe(h, cmds)
