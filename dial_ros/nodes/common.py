@@ -25,7 +25,8 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange,  # noqa: E402
                                 ParameterDescriptor, SetParametersResult)
 from rclpy.exceptions import InvalidParameterTypeException  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import ExternalShutdownException  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
                        ReliabilityPolicy, qos_profile_sensor_data)
@@ -266,19 +267,30 @@ def _fmt(value):
 
 
 # --- main --------------------------------------------------------------------------------
-def run_node(make_node, args=None, threads=2):
-    """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly (exit 0)."""
+def run_node(make_node, args=None, threads=1):
+    """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly (exit 0).
+
+    Single-threaded by default: rclpy's MultiThreadedExecutor (Kilted 9.1.2) re-submits a
+    task that waits in its pool on every spin; when another thread of the node keeps the
+    GIL busy (a command stream, a ViT worker, a sim loop) it piles up thousands of copies
+    per second, takes a core and delays callbacks by up to 1.5 s (measured). Our nodes keep
+    their busy work in threads of their own, so one executor thread is enough.
+    """
     logging.basicConfig(level=logging.INFO)
     rclpy.init(args=args if args is not None else sys.argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     try:
         node = make_node()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                    else SingleThreadedExecutor())
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001 - e.g. RCLError building a wait set mid-shutdown
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             close = getattr(node, 'close', None)
@@ -287,6 +299,10 @@ def run_node(make_node, args=None, threads=2):
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt()
 
 
 # --- added for the perception and intent nodes --------------------------------------------

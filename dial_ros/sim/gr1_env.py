@@ -111,6 +111,7 @@ class GR1Sim:
             msaa_samples: multisampling of the offscreen buffer (0: off, fastest).
         """
         self.model = load_model(mesh_keep_fraction, n_distractor_slots)
+        _stiffen_joint_limits(self.model)
         self.data = mujoco.MjData(self.model)
         self._substeps = max(1, int(round(1.0 / (control_hz * self.model.opt.timestep))))
         self.control_dt = self._substeps * self.model.opt.timestep
@@ -396,6 +397,18 @@ class GR1Sim:
     def __exit__(self, *exc):
         """Close on leaving the context."""
         self.close()
+
+
+def _stiffen_joint_limits(model):
+    """Hard stops for the robot's joints, as on the real robot.
+
+    MuJoCo's default soft limits (solref 0.02 s) let contacts bend the weak finger servos
+    (kp 2) 0.4 rad past their range; 4 ms (two physics steps) keeps them within ~0.03 rad.
+    """
+    robot = [i for i in range(model.njnt)
+             if model.joint(i).name.startswith(('robot0_', 'gripper0_')) and model.jnt_limited[i]]
+    model.jnt_solref[robot] = [0.004, 1.0]
+    model.jnt_solimp[robot] = [0.95, 0.99, 0.001, 0.5, 2.0]
 
 
 def _close_quietly(renderer):

@@ -1,0 +1,144 @@
+"""End-to-end latency: camera frame stamp -> the first joint command computed from it.
+
+    python -m dial_ros.bench.e2e_latency --json OUT.json [--duration 30]
+
+Runs the humanoid launch on the embedded sim (its own ROS domain, localhost discovery) and
+listens from this process. The controller stamps every action chunk with the observation
+(camera frame) it was computed from; the scheduler switches to a chunk the moment it is
+pushed, so the first command that arrives after a chunk with a new observation stamp is
+the first command computed from that frame. Latency = arrival of that command (DDS receive
+time, this host's clock) - the frame's stamp (the sim stamps frames with the same clock).
+Also reported: camera -> chunk, and the age of the intent each chunk used (System-2 runs
+asynchronously, so its intent is older than the frame).
+"""
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+import dial_ros
+
+dial_ros.apply_ros_env_defaults()
+
+
+def percentiles(values):
+    if not values:
+        return {'p50_ms': None, 'p99_ms': None, 'max_ms': None}
+    arr = np.asarray(values) * 1e3
+    return {'p50_ms': round(float(np.percentile(arr, 50)), 2),
+            'p99_ms': round(float(np.percentile(arr, 99)), 2),
+            'max_ms': round(float(arr.max()), 2)}
+
+
+class Listener:
+    """Pairs chunks (by observation stamp) with the first command that follows them."""
+
+    def __init__(self, node):
+        from std_msgs.msg import Float64MultiArray
+
+        from dial_ros.msg import ActionChunk
+        from dial_ros.nodes import common
+        self.lock = threading.Lock()
+        self.pending = None  # (observation stamp, chunk arrival)
+        self.seen = set()
+        self.e2e, self.to_chunk, self.intent_age = [], [], []
+        node.create_subscription(ActionChunk, common.TOPIC_CHUNK, self.on_chunk,
+                                 common.QOS_LATENT)
+        node.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self.on_command,
+                                 common.QOS_COMMAND)
+
+    def on_chunk(self, msg, info):
+        from dial_ros.nodes.common import stamp_to_sec
+        obs = stamp_to_sec(msg.observation_stamp)
+        arrived = info['received_timestamp'] * 1e-9
+        with self.lock:
+            if obs in self.seen or obs <= 0:
+                return
+            self.seen.add(obs)
+            self.pending = (obs, arrived)
+            self.to_chunk.append(arrived - obs)
+            latent = stamp_to_sec(msg.latent_stamp)
+            if latent > 0:
+                self.intent_age.append(obs - latent)
+
+    def on_command(self, msg, info):
+        arrived = info['received_timestamp'] * 1e-9
+        with self.lock:
+            if self.pending is not None and arrived >= self.pending[1]:
+                self.e2e.append(arrived - self.pending[0])
+                self.pending = None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--json', required=True)
+    parser.add_argument('--duration', type=float, default=30.0, help='measured seconds')
+    parser.add_argument('--warmup', type=float, default=60.0,
+                        help='max seconds to wait for the first chunk')
+    parser.add_argument('--control-rate-hz', type=int, default=200)
+    args = parser.parse_args(argv)
+    domain = random.randint(100, 230)
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               ROS_DOMAIN_ID=str(domain), OMP_NUM_THREADS='1')
+    launch = subprocess.Popen(
+        [sys.executable, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
+         f'control_rate_hz:={args.control_rate_hz}',
+         f'duration:={args.duration + args.warmup + 30}'],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node('e2e_latency_bench', context=context)
+    listener = Listener(node)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + args.warmup
+        while not listener.e2e and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with listener.lock:  # measure from here on
+            listener.e2e.clear()
+            listener.to_chunk.clear()
+            listener.intent_age.clear()
+        time.sleep(args.duration)
+        with listener.lock:
+            e2e, to_chunk = list(listener.e2e), list(listener.to_chunk)
+            intent_age = list(listener.intent_age)
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        os.killpg(launch.pid, signal.SIGINT)
+        try:
+            launch.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(launch.pid, signal.SIGKILL)
+    result = {'samples': len(e2e), **percentiles(e2e),
+              'camera_to_chunk': percentiles(to_chunk),
+              'intent_age_at_chunk': percentiles(intent_age),
+              'mean_ms': round(statistics.mean(e2e) * 1e3, 2) if e2e else None,
+              'duration_s': args.duration, 'control_rate_hz': args.control_rate_hz,
+              'load_average': os.getloadavg()}
+    print('metric | p50 ms | p99 ms | max ms | samples')
+    print(f"camera -> first command | {result['p50_ms']} | {result['p99_ms']} | "
+          f"{result['max_ms']} | {len(e2e)}")
+    for key in ('camera_to_chunk', 'intent_age_at_chunk'):
+        r = result[key]
+        print(f"{key} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} |")
+    with open(args.json, 'w') as f:
+        json.dump(result, f, indent=2)
+    return 0 if e2e else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

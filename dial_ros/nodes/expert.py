@@ -1,0 +1,263 @@
+"""The scripted Lift expert as a teleoperation source: it drives the robot like an operator.
+
+    python -m dial_ros.nodes.expert --ros-args -p episodes:=10
+
+Output is what a teleoperator sends: 32 joint position targets (std_msgs/Float64MultiArray
+on /dial/joint_commands, GR1Sim.joint_names order) at ``rate_hz``. The plan comes from
+dial_ros.sim.expert.ScriptedExpert on a kinematic model of the robot (a GR1Sim built in
+this process, render off, never stepped: only its MjModel for inverse kinematics and its
+limits). What the node reads, once per episode, after the episode has started:
+  /joint_states          the first message stamped at or after the episode start: the start
+                         pose (joints by name); the expert is open loop after that
+  /sim/object_pose       the first cube pose stamped at or after the episode start
+                         (privileged sim state, the stand-in for the operator's eyes)
+and, all the time, /sim/task_success (std_msgs/Bool) to judge the outcome.
+
+Episode flow (``autoreset`` true): call the sim's ~/reset (std_srvs/Trigger; its JSON reply
+gives the seed and the reset stamp) -> wait for a post-reset joint state and cube pose ->
+plan and stream targets -> when the plan is done and success is seen, or the plan is done
+and ``settle_s`` passes without success, or ``episode_timeout_s`` passes: stop sending (the
+sim holds the last target) and start the next episode, until ``episodes`` are done
+(0 = forever); then idle (raising ``episodes`` live continues).
+With ``autoreset`` false the sim is never reset: each episode starts from the current state.
+Publishes /expert/episode (std_msgs/String, JSON) events for a recorder:
+  {"event": "start", "episode", "seed", "task_preset", "stamp"}
+  {"event": "stop", "episode", "seed", "outcome": success|failure|timeout|aborted,
+   "steps", "duration_s", "stamp"}
+The plan's phases are counted in 20 Hz steps (dial_ros.sim.expert); at another ``rate_hz``
+they are rescaled so that a motion takes the same time. A new rate applies from the next
+episode.
+"""
+import dataclasses
+import json
+import sys
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
+from dial_ros.nodes import common
+from dial_ros.schema import setting
+from dial_ros.sim.expert import ScriptedExpert
+from dial_ros.sim.gr1_env import GR1Sim
+
+TOPIC_EPISODE = '/expert/episode'
+PLAN_HZ = 20.0             # ScriptedExpert.PHASES are counted in steps of this rate
+RESET_TIMEOUT_S = 10.0
+QOS_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                        history=HistoryPolicy.KEEP_LAST)
+
+
+@dataclasses.dataclass
+class Params:
+    """Parameters of the expert node."""
+
+    rate_hz: int = setting(20, 'joint targets per second (set it to the sim control rate); '
+                           'a new rate applies from the next episode', low=1, high=200,
+                           unit='Hz')
+    episodes: int = setting(0, 'episodes to run, 0 = forever', low=0, high=1_000_000)
+    episode_timeout_s: float = setting(30.0, 'end an episode without success after this',
+                                       low=1.0, high=3600.0, unit='s')
+    settle_s: float = setting(1.0, 'after the plan ends, wait this long for success',
+                              low=0.0, high=60.0, unit='s')
+    autoreset: bool = setting(True, "call the sim's reset service before each episode")
+    reset_service: str = setting('/sim/reset', 'std_srvs/Trigger that starts an episode',
+                                 read_only=True)
+
+
+class KinematicModel:
+    """What ScriptedExpert reads from a sim, with the cube pose fed from ROS messages."""
+
+    def __init__(self):
+        sim = GR1Sim(render=False)
+        self.model = sim.model
+        self.joint_names = sim.joint_names
+        self.joint_limits = sim.joint_limits
+        self.velocity_limits = sim.velocity_limits
+        self.control_dt = 1.0 / PLAN_HZ
+        self.pose = None
+
+    def cube_pose(self):
+        """The cube pose the episode was planned from: (position (3,), quaternion wxyz)."""
+        return self.pose
+
+
+def make_expert(kinematics, rate_hz):
+    """A ScriptedExpert whose phase lengths and velocity clamps fit ``rate_hz`` ticks."""
+    kinematics.control_dt = 1.0 / rate_hz
+    expert = ScriptedExpert(kinematics)
+    scale = rate_hz / PLAN_HZ
+    expert.PHASES = tuple((name, max(1, round(steps * scale)))
+                          for name, steps in ScriptedExpert.PHASES)
+    return expert
+
+
+class ExpertNode(Node):
+    """State machine on a timer: idle -> resetting -> waiting -> running -> idle ..."""
+
+    def __init__(self, **kwargs):
+        super().__init__('expert', **kwargs)
+        self.params = common.declare_params(self, Params(), on_change=self._on_param)
+        self.kinematics = KinematicModel()
+        self.joint_order = common.JointOrder(self.kinematics.joint_names)
+        self.throttle = common.Throttle(self.get_logger(), 2.0)
+        self.state, self.episode, self.outcomes = 'idle', 0, {}
+        self.expert = self._future = self._started = self._done_at = None
+        self._steps, self._since, self._seed, self._task, self._begin = 0, 0.0, None, None, 0.0
+        self._joints = self._pose = None       # (stamp s, value) of the newest message
+        self._success = (0.0, False)
+        self.pub_command = self.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
+                                                 common.QOS_COMMAND)
+        self.pub_event = self.create_publisher(String, TOPIC_EPISODE, QOS_EVENTS)
+        self.create_subscription(JointState, common.TOPIC_JOINT_STATES, self._on_joints,
+                                 common.QOS_SENSOR)
+        self.create_subscription(PoseStamped, common.TOPIC_OBJECT_POSE, self._on_pose, 10)
+        self.create_subscription(Bool, common.TOPIC_SUCCESS, self._on_success, 10)
+        self.reset_client = self.create_client(Trigger, self.params.reset_service)
+        self.timer = self.create_timer(1.0 / self.params.rate_hz, self._tick)
+        self.diagnostics = common.Diagnostics(self)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f'expert: {self.params.rate_hz} Hz, episodes '
+                               f'{self.params.episodes or "forever"}, autoreset '
+                               f'{self.params.autoreset}')
+
+    def _on_param(self, name, value):
+        self.get_logger().info(f'{name} set to {value}' + (' (from the next episode)'
+                                                           if name == 'rate_hz' else ''))
+
+    # --- inputs --------------------------------------------------------------------------
+    def _on_joints(self, msg):
+        try:
+            self._joints = (common.stamp_to_sec(msg.header.stamp),
+                            self.joint_order.positions(msg))
+        except ValueError as err:
+            self.throttle('error', 'joints', f'joint state ignored: {err}')
+
+    def _on_pose(self, msg):
+        p, o = msg.pose.position, msg.pose.orientation
+        self._pose = (common.stamp_to_sec(msg.header.stamp),
+                      (np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])))
+
+    def _on_success(self, msg):
+        self._success = (common.now_sec(self), bool(msg.data))
+
+    # --- the episode state machine -------------------------------------------------------
+    def _tick(self):
+        getattr(self, '_' + self.state)()
+
+    def _idle(self):
+        p = self.params
+        if p.episodes and self.episode >= p.episodes:
+            self.state = 'finished'
+            self.get_logger().info(f'expert: {self.episode} episodes done: {self.outcomes}')
+            return
+        if not p.autoreset:
+            self._seed, self._since, self.state = None, common.now_sec(self), 'waiting'
+        elif self.reset_client.service_is_ready():
+            self._future = self.reset_client.call_async(Trigger.Request())
+            self._started = time.monotonic()
+            self.state = 'resetting'
+        else:
+            self.throttle('info', 'wait', f'expert: waiting for {p.reset_service}')
+
+    def _resetting(self):
+        if not self._future.done():
+            if time.monotonic() - self._started > RESET_TIMEOUT_S:
+                self.get_logger().warning('expert: reset did not answer; retrying')
+                self.state = 'idle'
+            return
+        reply = self._future.result()
+        if reply is None or not reply.success:
+            self.throttle('error', 'reset', f'expert: reset failed: '
+                          f'{getattr(reply, "message", "no reply")}; retrying')
+            self.state = 'idle'
+            return
+        try:
+            info = json.loads(reply.message)
+        except (TypeError, ValueError):   # a reset service that is not dial_ros's sim
+            info = {'stamp': common.now_sec(self)}
+        self._seed, self._task = info.get('seed'), info.get('task_preset')
+        self._since = float(info.get('stamp', 0.0))
+        self.state = 'waiting'
+
+    def _waiting(self):
+        joints, pose = self._joints, self._pose
+        if joints is None or pose is None or min(joints[0], pose[0]) < self._since:
+            return
+        self.kinematics.pose = pose[1]
+        rate = self.params.rate_hz
+        self.expert = make_expert(self.kinematics, rate)
+        if self.timer.timer_period_ns != int(1e9 / rate):
+            self.timer.timer_period_ns = int(1e9 / rate)
+        self.expert.reset({'joint_positions': joints[1]})
+        self._started, self._steps, self._done_at = time.monotonic(), 0, None
+        self._begin = common.now_sec(self)
+        self._event('start', task_preset=self._task)
+        self.state = 'running'
+
+    def _running(self):
+        targets = self.expert.act(None)
+        self.pub_command.publish(Float64MultiArray(data=targets.tolist()))
+        self._steps += 1
+        now = time.monotonic()
+        stamp, success = self._success
+        success = success and stamp >= self._begin
+        if self.expert.done and self._done_at is None:
+            self._done_at = now
+        outcome = None
+        if self.expert.done and success:
+            outcome = 'success'
+        elif self._done_at is not None and now - self._done_at >= self.params.settle_s:
+            outcome = 'failure'
+        elif now - self._started > self.params.episode_timeout_s:
+            outcome = 'timeout'
+        if outcome:
+            self._finish(outcome)
+
+    def _finished(self):
+        if not self.params.episodes or self.episode < self.params.episodes:
+            self.state = 'idle'  # `episodes` was raised
+
+    def _finish(self, outcome):
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self._event('stop', outcome=outcome, steps=self._steps,
+                    duration_s=round(time.monotonic() - self._started, 3))
+        self.get_logger().info(f'expert: episode {self.episode} (seed {self._seed}): '
+                               f'{outcome} after {self._steps} steps')
+        self.episode += 1
+        self.state = 'idle'   # the sim holds the last target until the next reset
+
+    def _event(self, event, **fields):
+        data = {'event': event, 'episode': self.episode, 'seed': self._seed, **fields,
+                'stamp': common.now_sec(self)}
+        self.pub_event.publish(String(data=json.dumps(data)))
+
+    # --- health and shutdown -------------------------------------------------------------
+    def _publish_diagnostics(self):
+        values = {'state': self.state, 'episode': self.episode, 'seed': self._seed,
+                  'phase': getattr(self.expert, 'phase', 'none'), 'rate_hz': self.params.rate_hz}
+        values.update({f'outcome_{k}': v for k, v in sorted(self.outcomes.items())})
+        self.diagnostics.publish('ok', f'{self.state}, episode {self.episode}', values)
+
+    def close(self):
+        """Report an episode cut short (called by common.run_node before destroy_node)."""
+        if self.state == 'running':
+            try:
+                self._event('stop', outcome='aborted', steps=self._steps,
+                            duration_s=round(time.monotonic() - self._started, 3))
+            except Exception:  # noqa: BLE001 - the context may already be shut down
+                pass
+
+
+def main(args=None):
+    return common.run_node(ExpertNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

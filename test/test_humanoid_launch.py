@@ -1,0 +1,155 @@
+"""The humanoid launch on the embedded sim, end to end, as real processes over DDS.
+
+One launch serves the module (starting four model/sim processes takes a while on two
+cores); the tests run in file order: flow and rates, joints, a live rate change through the
+parameter services, the intent node killed and restarted, e-stop, and a clean shutdown.
+"""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from rosgraph import PYTHON, Probe, domain_id, pids_of, start, stop
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+INTENT_TIMEOUT = 1.0  # config/humanoid.yaml: controller.intent_timeout_s
+
+
+@pytest.fixture(scope='module')
+def graph(tmp_path_factory):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from dial_ros.msg import LatentTensor
+    from dial_ros.nodes import common
+    domain = domain_id('humanoid')
+    logs = tmp_path_factory.mktemp('launch')
+    launch = start([PYTHON, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
+                    'duration:=300', 'control_rate_hz:=200'], domain, logs / 'launch.log')
+    probe = Probe(domain)
+    probe.record(common.TOPIC_COMMAND, Float64MultiArray, common.QOS_COMMAND,
+                 lambda m: np.array(m.data))
+    probe.record(common.TOPIC_INTENT, LatentTensor, common.QOS_LATENT,
+                 lambda m: (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
+    probe.record(common.TOPIC_OBSERVATION, LatentTensor, common.QOS_LATENT, lambda m: None)
+    probe.record(common.TOPIC_JOINT_STATES, JointState, common.QOS_SENSOR,
+                 lambda m: (list(m.name), np.array(m.position)))
+    yield {'probe': probe, 'launch': launch, 'domain': domain, 'logs': logs}
+    probe.close()
+    stop(launch)
+    for module in ('dial_ros.nodes.intent',):
+        for pid in pids_of(module, domain):
+            os.kill(pid, signal.SIGKILL)
+
+
+def log_tail(graph):
+    return (graph['logs'] / 'launch.log').read_text()[-4000:]
+
+
+def commands_between(probe, start, end):
+    from dial_ros.nodes import common
+    rows = [m for t, m in probe.since(common.TOPIC_COMMAND, start) if t <= end]
+    return np.array(rows)
+
+
+def test_commands_intents_and_observations_flow_at_their_rates(graph):
+    from dial_ros.nodes import common
+    probe = graph['probe']
+    assert probe.wait_for(common.TOPIC_COMMAND, 50, timeout=150), log_tail(graph)
+    assert probe.wait_for(common.TOPIC_INTENT, 3, timeout=60), log_tail(graph)
+    start = time.monotonic()
+    time.sleep(5.0)
+    rates = {topic: len(probe.since(topic, start)) / 5.0 for topic in (
+        common.TOPIC_COMMAND, common.TOPIC_INTENT, common.TOPIC_OBSERVATION,
+        common.TOPIC_JOINT_STATES)}
+    assert rates[common.TOPIC_COMMAND] > 150, rates
+    assert rates[common.TOPIC_INTENT] > 1.5, rates
+    assert rates[common.TOPIC_OBSERVATION] > 5, rates
+    assert rates[common.TOPIC_JOINT_STATES] > 10, rates
+
+
+def test_sim_joints_move_and_stay_within_limits(graph):
+    from dial_ros.embodiment import load_embodiment
+    from dial_ros.nodes import common
+    spec = load_embodiment('gr1_sim')
+    probe = graph['probe']
+    states = [m for _, m in probe.since(common.TOPIC_JOINT_STATES, 0)]
+    order = [states[0][0].index(n) for n in spec.joint_names]
+    q = np.array([pos[order] for _, pos in states])
+    assert np.ptp(q, axis=0).max() > 0.01, 'the joints did not move'
+    tol = 0.05  # the PD-controlled joints may overshoot a clamped target a little
+    low = q.min(axis=0) - (spec.position_lower - tol)
+    high = (spec.position_upper + tol) - q.max(axis=0)
+    outside = {spec.joint_names[i]: (round(float(q[:, i].min()), 3),
+                                     round(float(q[:, i].max()), 3))
+               for i in np.flatnonzero((low < 0) | (high < 0))}
+    assert not outside, f'joints outside their limits (min, max seen): {outside}'
+    commands = commands_between(probe, 0, time.monotonic())
+    assert np.all(commands >= spec.position_lower - 1e-9)
+    assert np.all(commands <= spec.position_upper + 1e-9)
+
+
+def test_control_rate_changes_live_through_parameter_services(graph):
+    from dial_ros.nodes import common
+    probe = graph['probe']
+    results = probe.set_parameters('controller', control_rate_hz=100)
+    assert results[0].successful, results[0].reason
+    time.sleep(1.0)
+    rate = probe.rate(common.TOPIC_COMMAND, 4.0)
+    assert 80 < rate < 120, rate
+    bad = probe.set_parameters('controller', control_rate_hz=5000)
+    assert not bad[0].successful
+    probe.set_parameters('controller', control_rate_hz=200)
+
+
+def test_killing_the_intent_node_holds_and_its_return_resumes(graph):
+    from dial_ros.nodes import common
+    probe, domain = graph['probe'], graph['domain']
+    pids = pids_of('dial_ros.nodes.intent', domain)
+    assert pids, 'intent node not found'
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    time.sleep(INTENT_TIMEOUT + 1.5)
+    window = commands_between(probe, time.monotonic() - 1.0, time.monotonic())
+    assert len(window) > 50
+    assert np.abs(np.diff(window, axis=0)).max() < 1e-9, 'commands must hold without intents'
+    assert time.monotonic() - killed < INTENT_TIMEOUT + 5
+    restarted = start([PYTHON, '-m', 'dial_ros.nodes.intent', '--ros-args', '-r',
+                       '__node:=intent', '--params-file', 'config/humanoid.yaml',
+                       '-p', 'instruction:=pick up the cube and lift it'],
+                      domain, graph['logs'] / 'intent2.log')
+    try:
+        count = len(probe.since(common.TOPIC_INTENT, 0))
+        assert probe.wait_for(common.TOPIC_INTENT, count + 3, timeout=90), (
+            (graph['logs'] / 'intent2.log').read_text()[-3000:])
+        time.sleep(2.0)
+        window = commands_between(probe, time.monotonic() - 1.0, time.monotonic())
+        assert np.abs(np.diff(window, axis=0)).max() > 1e-6, 'commands must resume'
+    finally:
+        stop(restarted)
+
+
+def test_estop_stops_motion(graph):
+    from std_msgs.msg import Bool
+
+    from dial_ros.nodes import common
+    probe = graph['probe']
+    pub = probe.node.create_publisher(Bool, common.TOPIC_ESTOP, 10)
+    time.sleep(1.0)
+    pub.publish(Bool(data=True))
+    time.sleep(2.5)
+    window = commands_between(probe, time.monotonic() - 2.0, time.monotonic())
+    assert len(window) > 100
+    assert np.abs(np.diff(window, axis=0)).max() < 1e-9, 'e-stop must hold position'
+    pub.publish(Bool(data=False))
+
+
+def test_sigint_shuts_everything_down_cleanly(graph):
+    code = stop(graph['launch'], signal.SIGINT, timeout=40)
+    assert code == 0, log_tail(graph)
+    for module in ('dial_ros.nodes.sim', 'dial_ros.nodes.perception',
+                   'dial_ros.nodes.controller'):
+        assert not pids_of(module, graph['domain']), f'{module} still running'
