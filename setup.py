@@ -35,6 +35,9 @@ setup(
             'dial-ros-controller = dial_ros.nodes.controller:main',
             'dial-ros-sim = dial_ros.nodes.sim:main',
             'dial-ros-expert = dial_ros.nodes.expert:main',
+            'dial-ros-recorder = dial_ros.nodes.recorder:main',
+            'dial-ros-replay = dial_ros.nodes.replay:main',
+            'dial-ros-bag = dial_ros.bags.__main__:main',
         ],
     },
 )

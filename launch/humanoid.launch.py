@@ -27,6 +27,7 @@ ARGUMENTS = [
     ('driver', 'policy', 'who commands the joints: policy (DIAL controller) or expert (the '
                          'scripted IK expert, sim only)'),
     ('record', 'false', 'start the demo recorder'),
+    ('record_dir', '~/dial_ros_demos', 'folder of the recorded episodes (one rosbag2 each)'),
     ('duration', '0', 'stop everything after this many seconds (0 = run until Ctrl-C)'),
 ]
 
@@ -60,7 +61,9 @@ def generate_launch_description():
         Node(package='dial_ros', executable='expert', name='expert', output='screen',
              parameters=[config], condition=IfCondition(expert)),
         Node(package='dial_ros', executable='recorder', name='recorder', output='screen',
-             parameters=[config], condition=IfCondition(LaunchConfiguration('record'))),
+             parameters=[config, {'output_dir': text('record_dir'), 'follow_expert': expert,
+                                  'instruction': text('instruction')}],
+             condition=IfCondition(LaunchConfiguration('record'))),
         TimerAction(period=LaunchConfiguration('duration'),
                     actions=[Shutdown(reason='duration elapsed')],
                     condition=IfCondition(PythonExpression(
