@@ -72,7 +72,7 @@ class Params:
     source: str = setting('teleop', 'episode tag: who acts', choices=SOURCES[:-1])
     operator: str = setting('', 'episode tag: operator name')
     robot: str = setting('gr1_sim', 'episode tag: robot')
-    embodiment: str = setting('gr1_tabletop', 'episode tag: embodiment config')
+    embodiment: str = setting('gr1_sim', 'episode tag: embodiment config')
     max_segment_mb: float = setting(1000.0, 'start a new .mcap segment at this size; 0 = '
                                     'never', low=0.0, high=1e6, unit='MB')
     max_segment_s: float = setting(60.0, 'start a new segment after this long; 0 = never',
