@@ -16,28 +16,19 @@ chunk as a trajectory in absolute time and samples it at the time of each comman
   what the caller was holding. This is LeRobot-style blending, not temporal ensembling.
 """
 import logging
-import math
 import threading
 
 import numpy as np
+
+from dial_ros.core.checks import finite_number
 
 LOGGER = logging.getLogger(__name__)
 
 INTERPOLATIONS = ('linear', 'cubic')
 
 
-def _time(value, field):
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{field}: expected a number, got {value!r}') from None
-    if not math.isfinite(out):
-        raise ValueError(f'{field}: must be finite, got {out}')
-    return out
-
-
 def _number(value, field, positive=False):
-    out = _time(value, field)
+    out = finite_number(value, field)
     if out < 0 or (positive and out == 0):
         raise ValueError(f'{field}: must be {"> 0" if positive else ">= 0"}, got {out}')
     return out
@@ -163,8 +154,8 @@ class ChunkScheduler:
         if not np.all(np.isfinite(waypoints)):
             rows = np.flatnonzero(~np.all(np.isfinite(waypoints), axis=1))
             raise ValueError(f'chunk: contains NaN/Inf in waypoints {rows[:8].tolist()}')
-        t0 = _time(t0, 't0')
-        now = _time(now_s, 'now_s')
+        t0 = finite_number(t0, 't0')
+        now = finite_number(now_s, 'now_s')
         dt = self.dt if dt is None else _number(dt, 'dt', positive=True)
         with self._lock:
             if self._current is not None and t0 < self._current.t0:
@@ -188,7 +179,7 @@ class ChunkScheduler:
 
     def sample(self, now_s):
         """Joint targets at ``now_s``, or None when there is no chunk or it has run out."""
-        now = _time(now_s, 'now_s')
+        now = finite_number(now_s, 'now_s')
         with self._lock:
             if self._traj is None or now > self._current.end:
                 return None
@@ -197,6 +188,6 @@ class ChunkScheduler:
 
     def remaining(self, now_s):
         """Seconds of the newest chunk left after ``now_s`` (0.0 when none)."""
-        now = _time(now_s, 'now_s')
+        now = finite_number(now_s, 'now_s')
         current = self._current
         return 0.0 if current is None else max(0.0, current.end - now)

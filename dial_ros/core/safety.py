@@ -15,10 +15,11 @@ moved), and from the held command when tracking resumes after a stale or invalid
 import dataclasses
 import enum
 import logging
-import math
 import threading
 
 import numpy as np
+
+from dial_ros.core.checks import finite_number
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,18 +33,6 @@ def check_vector(value, size, field):
         bad = np.flatnonzero(~np.isfinite(arr))
         raise ValueError(f'{field}: contains NaN/Inf at joint indices {bad[:8].tolist()}')
     return arr
-
-
-def _finite(value, field, low=None):
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{field}: expected a number, got {value!r}') from None
-    if not math.isfinite(out):
-        raise ValueError(f'{field}: must be finite, got {out}')
-    if low is not None and out < low:
-        raise ValueError(f'{field}: must be >= {low}, got {out}')
-    return out
 
 
 def _per_joint(value, size, field):
@@ -162,11 +151,9 @@ class SafetyFilter:
             raise ValueError(f'{unknown[0]}: unknown parameter (known: {list(self._PARAMS)})')
         new = {name: getattr(self, name) for name in self._PARAMS}
         new.update(params)
-        checked = {'ramp_time_s': _finite(new['ramp_time_s'], 'ramp_time_s', 0.0),
-                   'stale_timeout_s': _finite(new['stale_timeout_s'], 'stale_timeout_s', 0.0),
-                   'nominal_period_s': _finite(new['nominal_period_s'], 'nominal_period_s', 0.0),
-                   'max_dt_s': _finite(new['max_dt_s'], 'max_dt_s', 0.0),
-                   'dry_run': new['dry_run']}
+        checked = {name: finite_number(new[name], name, 0.0) for name in (
+            'ramp_time_s', 'stale_timeout_s', 'nominal_period_s', 'max_dt_s')}
+        checked['dry_run'] = new['dry_run']
         for name in ('stale_timeout_s', 'nominal_period_s'):
             if checked[name] <= 0:
                 raise ValueError(f'{name}: must be > 0, got {checked[name]}')
@@ -218,7 +205,7 @@ class SafetyFilter:
         joint positions. ``input_age_s``: age of the data the target was computed from.
         ``command`` is None only when nothing safe exists (no valid pose yet).
         """
-        now = _finite(now_s, 'now_s')
+        now = finite_number(now_s, 'now_s')
         with self._lock:
             return self._filter(target, measured, now, input_age_s)
 

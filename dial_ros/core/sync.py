@@ -24,17 +24,9 @@ import logging
 import math
 import threading
 
+from dial_ros.core.checks import finite_number
+
 LOGGER = logging.getLogger(__name__)
-
-
-def _check_stamp(stamp_s, field):
-    try:
-        stamp = float(stamp_s)
-    except (TypeError, ValueError):
-        raise ValueError(f'{field}: expected a time in seconds, got {stamp_s!r}') from None
-    if not math.isfinite(stamp):
-        raise ValueError(f'{field}: must be finite, got {stamp}')
-    return stamp
 
 
 class ApproximateTimeSync:
@@ -50,7 +42,7 @@ class ApproximateTimeSync:
             raise ValueError(f'num_streams: expected an int >= 1, got {num_streams!r}')
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f'queue_size: expected an int >= 1, got {queue_size!r}')
-        slop_s = _check_stamp(slop_s, 'slop_s')
+        slop_s = finite_number(slop_s, 'slop_s')
         if slop_s < 0:
             raise ValueError(f'slop_s: must be >= 0, got {slop_s}')
         self.num_streams = num_streams
@@ -78,7 +70,7 @@ class ApproximateTimeSync:
         if not isinstance(stream_index, int) or not 0 <= stream_index < self.num_streams:
             raise ValueError(f'stream_index: expected 0..{self.num_streams - 1}, '
                              f'got {stream_index!r}')
-        stamp = _check_stamp(stamp_s, 'stamp_s')
+        stamp = finite_number(stamp_s, 'stamp_s')
         with self._lock:
             last = self._last[stream_index]
             if stamp <= last:
@@ -148,14 +140,14 @@ class RateMonitor:
     """
 
     def __init__(self, expected_hz, window_s=1.0, min_fraction=0.8):
-        expected_hz = _check_stamp(expected_hz, 'expected_hz')
+        expected_hz = finite_number(expected_hz, 'expected_hz')
         if expected_hz <= 0:
             raise ValueError(f'expected_hz: must be > 0, got {expected_hz}')
-        window_s = _check_stamp(window_s, 'window_s')
+        window_s = finite_number(window_s, 'window_s')
         if window_s * expected_hz < 2:
             raise ValueError(f'window_s: must span at least two expected periods '
                              f'({2 / expected_hz:.3f} s), got {window_s}')
-        min_fraction = _check_stamp(min_fraction, 'min_fraction')
+        min_fraction = finite_number(min_fraction, 'min_fraction')
         if not 0 < min_fraction <= 1:
             raise ValueError(f'min_fraction: must be in (0, 1], got {min_fraction}')
         self.expected_hz = expected_hz
@@ -171,7 +163,7 @@ class RateMonitor:
 
     def tick(self, t_s):
         """Record one arrival at ``t_s``; a clock that jumps back restarts the window."""
-        t = _check_stamp(t_s, 't_s')
+        t = finite_number(t_s, 't_s')
         if self._ticks and t < self._ticks[-1]:
             LOGGER.info('RateMonitor: time went back (%.3f < %.3f); restarting', t,
                         self._ticks[-1])
@@ -183,7 +175,7 @@ class RateMonitor:
 
     def rate_hz(self, now_s):
         """Achieved rate at ``now_s``, or None before two arrivals have been seen."""
-        now = _check_stamp(now_s, 'now_s')
+        now = finite_number(now_s, 'now_s')
         while self._ticks and self._ticks[0] <= now - self.window_s:
             self._ticks.popleft()
         if self._first is None or self.count < 2:
