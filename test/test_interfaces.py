@@ -81,7 +81,7 @@ def test_generated_types_have_the_fields():
     assert [EpisodeEvent.EVENT_START, EpisodeEvent.EVENT_STOP, EpisodeEvent.EVENT_DISCARD,
             EpisodeEvent.EVENT_RESET] == ['start', 'stop', 'discard', 'reset']
     assert (EpisodeEvent.OUTCOME_SUCCESS, EpisodeEvent.OUTCOME_FAILURE,
-            EpisodeEvent.OUTCOME_UNKNOWN) == ('success', 'failure', '')
+            EpisodeEvent.OUTCOME_UNKNOWN) == ('success', 'failure', 'unknown')
 
 
 def test_messages_merge_into_the_source_package():
