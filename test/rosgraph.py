@@ -4,6 +4,7 @@ import pathlib
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -123,5 +124,90 @@ class Probe:
 
     def close(self):
         self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+def start_node(module, domain, log_path, **params):
+    """Start ``python -m dial_ros.nodes.<module>`` with localhost discovery on ``domain``."""
+    cmd = [PYTHON if os.path.exists(PYTHON) else sys.executable, '-m',
+           f'dial_ros.nodes.{module}', '--ros-args']
+    for name, value in params.items():
+        cmd += ['-p', f'{name}:={value}']
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               OMP_NUM_THREADS='1', RCUTILS_LOGGING_BUFFERED_STREAM='0',
+               RCUTILS_COLORIZED_OUTPUT='0', PYTHONUNBUFFERED='1')
+    with open(log_path, 'w') as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def stop_node(proc):
+    """SIGINT, then SIGKILL after 10 s; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class RosPeer:
+    """The test's own rclpy context and node, on the child's domain."""
+
+    def __init__(self, domain):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        self.rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node('test_peer', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def collect(self, msg_type, topic, qos, stamped=True):
+        """Subscribe; returns the list that fills with (receive time, message) or messages."""
+        got = []
+        if stamped:
+            self.node.create_subscription(msg_type, topic,
+                                          lambda m: got.append((time.monotonic(), m)), qos)
+        else:
+            self.node.create_subscription(msg_type, topic, got.append, qos)
+        return got
+
+    def spin_until(self, condition, timeout):
+        end = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > end:
+                return False
+            self.executor.spin_once(timeout_sec=0.02)
+        return True
+
+    def run(self, seconds, rate_hz=None, each=None):
+        """Spin for ``seconds``, calling ``each()`` at ``rate_hz``."""
+        start = next_t = time.monotonic()
+        while time.monotonic() < start + seconds:
+            if each is not None and time.monotonic() >= next_t:
+                each()
+                next_t += 1.0 / rate_hz
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def rate(self, got, seconds):
+        """Messages per second arriving in ``got`` over ``seconds``."""
+        before = len(got)
+        self.run(seconds)
+        return (len(got) - before) / seconds
+
+    def call(self, srv_type, name, request, timeout=30.0):
+        client = self.node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=timeout), f'{name} never appeared'
+        future = client.call_async(request)
+        assert self.spin_until(future.done, timeout), f'{name} did not answer'
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown()
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.context)

@@ -16,8 +16,8 @@ from std_msgs.msg import String
 
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
-from test_node_perception import (EMBODIMENT, RosPeer, domain_for, key_of, start_node,
-                                  stop_node, wait_for_log)
+from rosgraph import RosPeer, start_node, stop_node
+from test_node_perception import EMBODIMENT, domain_for, key_of, wait_for_log
 
 pytestmark = pytest.mark.ros
 

@@ -1,12 +1,9 @@
 """The perception node as a real process over DDS: sync, ViT latents, bad input, diagnostics.
 
-Also home of the small harness the node tests share (``RosPeer``, ``start_node``).
+The harness the node tests share (``RosPeer``, ``start_node``) is in rosgraph.py.
 """
 import os
 import pathlib
-import signal
-import subprocess
-import sys
 import time
 import zlib
 
@@ -15,17 +12,13 @@ import pytest
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # before any rclpy context
 
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from dial_ros.msg import LatentTensor  # noqa: E402
 from dial_ros.nodes import common  # noqa: E402
+from rosgraph import RosPeer, start_node, stop_node  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-PYTHON = ROOT / '.venv' / 'bin' / 'python'
 EMBODIMENT = 'gr1_sim'  # the launch default
 pytestmark = pytest.mark.ros
 
@@ -33,78 +26,6 @@ pytestmark = pytest.mark.ros
 def domain_for(name):
     """A domain id in 100-230 of this test run and test alone."""
     return 100 + zlib.crc32(f'{os.getpid()}:{name}'.encode()) % 131
-
-
-def start_node(module, domain, log_path, **params):
-    """Start ``python -m dial_ros.nodes.<module>`` with localhost discovery on ``domain``."""
-    cmd = [str(PYTHON if PYTHON.exists() else sys.executable), '-m',
-           f'dial_ros.nodes.{module}', '--ros-args']
-    for name, value in params.items():
-        cmd += ['-p', f'{name}:={value}']
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               OMP_NUM_THREADS='1', RCUTILS_LOGGING_BUFFERED_STREAM='0',
-               RCUTILS_COLORIZED_OUTPUT='0', PYTHONUNBUFFERED='1')
-    with open(log_path, 'w') as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-
-def stop_node(proc):
-    """SIGINT, then SIGKILL after 10 s; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-class RosPeer:
-    """The test's own rclpy context and node, on the child's domain."""
-
-    def __init__(self, domain):
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node('test_peer', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def collect(self, msg_type, topic, qos):
-        """Subscribe; returns the list that fills with (receive time, message)."""
-        got = []
-        self.node.create_subscription(msg_type, topic,
-                                      lambda m: got.append((time.monotonic(), m)), qos)
-        return got
-
-    def spin_until(self, condition, timeout):
-        end = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > end:
-                return False
-            self.executor.spin_once(timeout_sec=0.02)
-        return True
-
-    def run(self, seconds, rate_hz=None, each=None):
-        """Spin for ``seconds``, calling ``each()`` at ``rate_hz``."""
-        start = next_t = time.monotonic()
-        while time.monotonic() < start + seconds:
-            if each is not None and time.monotonic() >= next_t:
-                each()
-                next_t += 1.0 / rate_hz
-            self.executor.spin_once(timeout_sec=0.005)
-
-    def call(self, srv_type, name, request, timeout=30.0):
-        client = self.node.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f'{name} never appeared'
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout), f'{name} did not answer'
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def wait_for_log(path, text, timeout=5.0):

@@ -1,10 +1,6 @@
 """The sim and expert nodes as real processes over DDS (localhost discovery, own domain)."""
 import json
 import os
-import pathlib
-import signal
-import subprocess
-import sys
 import time
 import zlib
 
@@ -13,21 +9,17 @@ import pytest
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # before any rclpy context
 
-import rclpy  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from dial_ros.embodiment import load_embodiment  # noqa: E402
 from dial_ros.nodes import common  # noqa: E402
+from rosgraph import RosPeer, start_node, stop_node  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-PYTHON = ROOT / '.venv' / 'bin' / 'python'
 DISCOVERY_S = 20.0  # node start-up (imports, scene load) plus discovery (>= 10 s)
 pytestmark = pytest.mark.ros
 
@@ -35,81 +27,6 @@ pytestmark = pytest.mark.ros
 def domain_for(tag):
     """A domain id in 100-230 of this run and tag."""
     return 100 + zlib.crc32(f'{os.getpid()}:{tag}:{time.time_ns()}'.encode()) % 131
-
-
-def start(module, domain, log_path, **params):
-    """``python -m dial_ros.nodes.<module> --ros-args -p ...`` on ``domain``, localhost only."""
-    cmd = [str(PYTHON if PYTHON.exists() else sys.executable), '-m',
-           f'dial_ros.nodes.{module}', '--ros-args']
-    for name, value in params.items():
-        cmd += ['-p', f'{name}:={value}']
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               OMP_NUM_THREADS='1', RCUTILS_COLORIZED_OUTPUT='0', PYTHONUNBUFFERED='1')
-    with open(log_path, 'w') as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-
-def stop(proc):
-    """SIGINT, SIGKILL after 10 s; the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-class Peer:
-    """The test's own rclpy context and node on the children's domain."""
-
-    def __init__(self, domain):
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node('test_sim_peer', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def collect(self, msg_type, topic, qos):
-        got = []
-        self.node.create_subscription(msg_type, topic, got.append, qos)
-        return got
-
-    def spin_until(self, condition, timeout):
-        end = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > end:
-                return False
-            self.executor.spin_once(timeout_sec=0.02)
-        return True
-
-    def run(self, seconds, each=None, rate_hz=10.0):
-        """Spin for ``seconds``, calling ``each()`` at ``rate_hz``."""
-        start_t = next_t = time.monotonic()
-        while time.monotonic() < start_t + seconds:
-            if each is not None and time.monotonic() >= next_t:
-                each()
-                next_t += 1.0 / rate_hz
-            self.executor.spin_once(timeout_sec=0.005)
-
-    def rate(self, got, seconds):
-        """Messages per second arriving in ``got`` over ``seconds``."""
-        before = len(got)
-        self.run(seconds)
-        return (len(got) - before) / seconds
-
-    def call(self, srv_type, name, request, timeout=DISCOVERY_S):
-        client = self.node.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f'{name} never appeared'
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout), f'{name} did not answer'
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def set_param(peer, node, name, value):
@@ -128,13 +45,14 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
     names, lower, upper = spec.joint_names, spec.position_lower, spec.position_upper
     domain = domain_for('sim')
     log = tmp_path / 'sim.log'
-    sim = start('sim', domain, log, control_rate_hz=20, camera_rate_hz=10, seed=3)
-    peer = Peer(domain)
+    sim = start_node('sim', domain, log, control_rate_hz=20, camera_rate_hz=10, seed=3)
+    peer = RosPeer(domain)
     try:
-        joints = peer.collect(JointState, common.TOPIC_JOINT_STATES, common.QOS_SENSOR)
-        images = peer.collect(Image, common.TOPIC_IMAGE, common.QOS_SENSOR)
-        success = peer.collect(Bool, common.TOPIC_SUCCESS, 10)
-        poses = peer.collect(PoseStamped, common.TOPIC_OBJECT_POSE, 10)
+        joints = peer.collect(JointState, common.TOPIC_JOINT_STATES, common.QOS_SENSOR,
+                              stamped=False)
+        images = peer.collect(Image, common.TOPIC_IMAGE, common.QOS_SENSOR, stamped=False)
+        success = peer.collect(Bool, common.TOPIC_SUCCESS, 10, stamped=False)
+        poses = peer.collect(PoseStamped, common.TOPIC_OBJECT_POSE, 10, stamped=False)
         command = peer.node.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
                                              common.QOS_COMMAND)
         assert peer.spin_until(lambda: joints and images and success and poses
@@ -161,7 +79,7 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
             'head_yaw', 'r_elbow_pitch', 'R_pinky_proximal_joint', 'r_shoulder_roll'))
         target = start_q.copy()
         target[[head, elbow, pinky]] += [0.3, 0.4, 0.8]
-        peer.run(1.5, send(target))
+        peer.run(1.5, rate_hz=10.0, each=send(target))
         q = position()
         assert np.abs(q[[head, elbow]] - target[[head, elbow]]).max() < 0.05
         assert abs(q[pinky] - target[pinky]) < 0.15
@@ -169,7 +87,7 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
 
         clipped = target.copy()  # 0.01 rad past a limit: clipped and followed
         clipped[head], clipped[roll] = -0.3, upper[roll] + 0.01
-        peer.run(1.0, send(clipped))
+        peer.run(1.0, rate_hz=10.0, each=send(clipped))
         assert abs(position()[head] + 0.3) < 0.05
 
         bad_nan, bad_range = clipped.copy(), clipped.copy()
@@ -177,7 +95,7 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
         bad_range[[head, elbow]] = [0.5, upper[elbow] + 2.0]
         count = len(joints)
         for values in (clipped[:5], bad_nan, bad_range):
-            peer.run(0.5, send(values))
+            peer.run(0.5, rate_hz=10.0, each=send(values))
         assert abs(position()[head] + 0.3) < 0.05, 'a bad command was applied'
         assert len(joints) - count > 20 and sim.poll() is None
 
@@ -196,7 +114,7 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
         assert not set_param(peer, 'sim', 'control_rate_hz', 500).successful
     finally:
         peer.close()
-        code = stop(sim)
+        code = stop_node(sim)
     text = log.read_text()
     assert code == 0 and 'Traceback' not in text, text
     assert 'clipped' in text and text.count('dropped') >= 3, text
@@ -205,14 +123,14 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
 def test_expert_drives_sim_to_success(tmp_path):
     """The expert node, through the command topic and ~/reset, lifts the cube (2 episodes)."""
     domain = domain_for('expert')
-    sim = start('sim', domain, tmp_path / 'sim.log', seed=0)
-    expert = start('expert', domain, tmp_path / 'expert.log', episodes=2,
-                   episode_timeout_s=20.0)
-    peer = Peer(domain)
+    sim = start_node('sim', domain, tmp_path / 'sim.log', seed=0)
+    expert = start_node('expert', domain, tmp_path / 'expert.log', episodes=2,
+                        episode_timeout_s=20.0)
+    peer = RosPeer(domain)
     try:
         qos = common.QOS_COMMAND  # reliable, depth 10, as the events are published
-        events = peer.collect(String, '/expert/episode', qos)
-        success = peer.collect(Bool, common.TOPIC_SUCCESS, 10)
+        events = peer.collect(String, '/expert/episode', qos, stamped=False)
+        success = peer.collect(Bool, common.TOPIC_SUCCESS, 10, stamped=False)
 
         def stops():
             return [e for e in map(json.loads, (m.data for m in events))
@@ -229,7 +147,7 @@ def test_expert_drives_sim_to_success(tmp_path):
         assert 1 in [e['episode'] for e in starts]  # sent after episode 0's stop arrived
     finally:
         peer.close()
-        codes = stop(expert), stop(sim)
+        codes = stop_node(expert), stop_node(sim)
     logs = {name: (tmp_path / f'{name}.log').read_text() for name in ('sim', 'expert')}
     assert codes == (0, 0), logs
     assert not any('Traceback' in text for text in logs.values()), logs
