@@ -149,7 +149,10 @@ class Harness:
         return self.call(self.params, request).results[0]
 
     def close(self):
-        self.executor.shutdown()
+        for timer in list(self.node.timers):  # no publishing into a shut-down context
+            timer.cancel()
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
         self.node.destroy_node()
         self.context.try_shutdown()
 
