@@ -1,4 +1,5 @@
 """Test helpers for real ROS 2 processes: a per-run domain, child processes, a probe node."""
+import contextlib
 import os
 import pathlib
 import random
@@ -211,3 +212,17 @@ class RosPeer:
         self.executor.shutdown()
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.context)
+
+
+@contextlib.contextmanager
+def running_node(module, domain, log_path, **params):
+    """A node process and a RosPeer on its domain, both closed on exit: (peer, proc)."""
+    proc = start_node(module, domain, log_path, **params)
+    peer = None
+    try:
+        peer = RosPeer(domain)
+        yield peer, proc
+    finally:
+        if peer is not None:
+            peer.close()
+        stop_node(proc)

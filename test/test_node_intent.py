@@ -16,7 +16,7 @@ from std_msgs.msg import String
 
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
-from rosgraph import RosPeer, start_node, stop_node
+from rosgraph import running_node, stop_node
 from test_node_perception import EMBODIMENT, domain_for, key_of, wait_for_log
 
 pytestmark = pytest.mark.ros
@@ -35,15 +35,8 @@ def intent(tmp_path, request):
     domain = domain_for(request.node.name)
     log = tmp_path / 'intent.log'
     params = dict(embodiment=EMBODIMENT, intent_rate_hz=5.0, **getattr(request, 'param', {}))
-    proc = start_node('intent', domain, log, **params)
-    peer = None
-    try:
-        peer = RosPeer(domain)
+    with running_node('intent', domain, log, **params) as (peer, proc):
         yield peer, proc, log
-    finally:
-        if peer is not None:
-            peer.close()
-        stop_node(proc)
 
 
 class Perception:

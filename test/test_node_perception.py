@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from dial_ros.msg import LatentTensor  # noqa: E402
 from dial_ros.nodes import common  # noqa: E402
-from rosgraph import RosPeer, start_node, stop_node  # noqa: E402
+from rosgraph import running_node, stop_node  # noqa: E402
 
 EMBODIMENT = 'gr1_sim'  # the launch default
 pytestmark = pytest.mark.ros
@@ -76,16 +76,9 @@ def key_of(msg):
 def perception(tmp_path, request):
     domain = domain_for(request.node.name)
     log = tmp_path / 'perception.log'
-    proc = start_node('perception', domain, log, embodiment=EMBODIMENT,
-                      expected_camera_hz=20.0)
-    peer = None
-    try:
-        peer = RosPeer(domain)
+    with running_node('perception', domain, log, embodiment=EMBODIMENT,
+                      expected_camera_hz=20.0) as (peer, proc):
         yield peer, proc, log
-    finally:
-        if peer is not None:
-            peer.close()
-        stop_node(proc)
 
 
 def connect(peer, camera, proc, log):
