@@ -1,7 +1,8 @@
 """A LeRobot v3.0 dataset (as written by ``dial_ros.data.convert``) as DIAL training samples.
 
 One sample per frame t of every episode:
-- ``image``: frame t, uint8 (S, S, 3); ``future_image``: frame min(t + future_offset, T-1).
+- ``image``: frame t, uint8 (S, S, 3); ``future_image``: frame min(t + future_offset, T-1)
+  (or ``obs_tokens`` / ``future_tokens`` of those frames after ``use_tokens``).
 - ``state`` / ``state_mask`` (max_state_dim,): ``EmbodimentSpec.encode_state`` of the joint
   positions (sin/cos) and, where the embodiment has wrist groups, the wrist poses.
 - ``actions`` / ``action_mask`` (horizon, max_action_dim): the chunk a_t..a_{t+H-1},
@@ -124,6 +125,12 @@ class DialDataset(torch.utils.data.Dataset):
         self._slots = eef_slots(self.spec)
         self._load_tables(episodes)
         self._frames = FrameReader(self.fps, cache_frames)
+        self.tokens = None
+
+    def use_tokens(self, tokens):
+        """Serve ``obs_tokens`` / ``future_tokens`` from {episode: (frames, N, D)} instead of
+        decoded frames (see ``dial_ros.data.token_cache``)."""
+        self.tokens = tokens
 
     def _load_tables(self, selected):
         meta = self.root / 'meta'
@@ -201,9 +208,13 @@ class DialDataset(torch.utils.data.Dataset):
         state_out = np.zeros(self.max_state_dim, np.float32)
         state_mask_out = np.zeros(self.max_state_dim, bool)
         state_out[:spec.state_dim], state_mask_out[:spec.state_dim] = state, state_mask
-        return {'image': self.image(e.index, t),
-                'future_image': self.image(e.index, min(t + self.future_offset, n - 1)),
-                'state': state_out, 'state_mask': state_mask_out, 'actions': actions,
+        future = min(t + self.future_offset, n - 1)
+        if self.tokens is not None:
+            frames = {'obs_tokens': np.asarray(self.tokens[e.index][t]),
+                      'future_tokens': np.asarray(self.tokens[e.index][future])}
+        else:
+            frames = {'image': self.image(e.index, t), 'future_image': self.image(e.index, future)}
+        return {**frames, 'state': state_out, 'state_mask': state_mask_out, 'actions': actions,
                 'action_mask': action_mask, 'instruction': self.tasks[int(self.task_index[row])],
                 'has_action': bool(self.has_action[row]), 'embodiment': spec.embodiment_id,
                 'episode_index': e.index, 'frame_index': t}
@@ -245,9 +256,13 @@ def collate(samples):
     """The batch dict of ``DialModel.compute_loss``; images stay uint8 NumPy (B, S, S, 3)."""
     def stack(key, dtype):
         return torch.as_tensor(np.stack([s[key] for s in samples]), dtype=dtype)
-    return {'images': np.stack([s['image'] for s in samples]),
-            'future_images': np.stack([s['future_image'] for s in samples]),
-            'instructions': [s['instruction'] for s in samples],
+    if 'obs_tokens' in samples[0]:
+        frames = {'obs_tokens': stack('obs_tokens', torch.float32),
+                  'future_tokens': stack('future_tokens', torch.float32)}
+    else:
+        frames = {'images': np.stack([s['image'] for s in samples]),
+                  'future_images': np.stack([s['future_image'] for s in samples])}
+    return {**frames, 'instructions': [s['instruction'] for s in samples],
             'state': stack('state', torch.float32), 'state_mask': stack('state_mask', torch.bool),
             'actions': stack('actions', torch.float32),
             'action_mask': stack('action_mask', torch.bool),

@@ -7,8 +7,8 @@ import dataclasses
 
 from dial_ros.schema import from_dict, setting, to_dict, validate
 
-RECIPES = ('dial', 'apt')
-STAGES = ('warmup', 'end_to_end', 'apt_prior', 'apt_language')
+RECIPES = ('dial', 'apt', 'groot')
+STAGES = ('warmup', 'end_to_end', 'apt_prior', 'apt_language', 'vlm_features')
 
 
 @dataclasses.dataclass
@@ -64,8 +64,9 @@ class ModelConfig:
                                  low=1, high=4096)
     foresight_horizon: int = setting(16, 'the intent predicts ViT tokens of frame t+H',
                                      low=1, high=1000, unit='steps')
-    recipe: str = setting('dial', 'action-expert recipe: dial (two-stage DIAL) or apt '
-                          '(vision-action prior, then gated language fusion)', choices=RECIPES)
+    recipe: str = setting('dial', 'action-expert recipe: dial (two-stage DIAL), apt '
+                          '(vision-action prior, then gated language fusion) or groot (baseline: '
+                          'System-1 on VLM features, no foresight)', choices=RECIPES)
     apt_fusion_points: int = setting(0, 'apt: VLM depths injected by gated fusion '
                                      '(0 = one per inserted layer)', low=0, high=64)
     embodiments: list = setting(['gr1_sim'], 'embodiment config names (config/embodiments)')

@@ -9,6 +9,12 @@ Stages (``set_stage``):
   and positions, System-1 at half depth: a language-free vision-action prior.
 - ``apt_language`` (APT stage 2): a new layer after each stage-1 layer, language unmasked,
   LLM features of evenly spaced depths injected through zero-initialised gated fusion.
+- ``vlm_features`` (the GR00T-style baseline, one stage): no foresight bottleneck. System-1
+  is conditioned on the VLM's last-layer hidden states at the current frame's image tokens
+  (fine-tuned end to end through L_fm, as "GR00T-style, fine-tuned VLM" in the DIAL paper);
+  there is no L_world. Same shape (B, N, D) as the intent, so the nodes run it unchanged.
+  The image tokens precede the instruction in the causal prompt, so these features do not
+  see the language: harmless on a one-instruction task, a limit on multi-task data.
 In every stage the ViT and the text embedding table stay frozen.
 """
 import logging
@@ -22,7 +28,8 @@ from dial_ros.model.system1 import System1
 from dial_ros.model.system2 import Qwen25VLAdapter, System2
 
 LOG = logging.getLogger(__name__)
-RECIPE_STAGES = {'dial': ('warmup', 'end_to_end'), 'apt': ('apt_prior', 'apt_language')}
+RECIPE_STAGES = {'dial': ('warmup', 'end_to_end'), 'apt': ('apt_prior', 'apt_language'),
+                 'groot': ('vlm_features', 'vlm_features')}
 # stages in which System-1 is conditioned on the ground-truth future tokens
 TEACHER_FORCED = ('warmup', 'apt_prior')
 
@@ -104,6 +111,8 @@ class DialModel(nn.Module):
                                    mask_language=self.stage == 'apt_prior',
                                    hidden_layers=self.fusion_depths())
         features = [(layer, ctx['mask']) for layer in ctx['layers']]
+        if self.stage == 'vlm_features':
+            return ctx['image_features'], features
         return intent, features
 
     def sample_tau(self, batch_size, device):
@@ -121,7 +130,8 @@ class DialModel(nn.Module):
         embodiment (B,) long.
         """
         loss_world, loss_fm = self.compute_losses(batch)
-        loss = 0.5 * (loss_world + loss_fm)
+        # the GR00T-style baseline has no world model: its loss is L_fm alone
+        loss = loss_fm if self.stage == 'vlm_features' else 0.5 * (loss_world + loss_fm)
         return loss, {'loss': loss.detach(), 'loss_world': loss_world.detach(),
                       'loss_fm': loss_fm.detach()}
 
@@ -130,7 +140,10 @@ class DialModel(nn.Module):
         obs = self._tokens(batch, 'obs_tokens', 'images')
         future = self._tokens(batch, 'future_tokens', 'future_images')
         intent, features = self.foresee(obs, batch['instructions'])
-        loss_world = F.mse_loss(intent.float(), future.float())
+        if self.stage == 'vlm_features':
+            loss_world = torch.zeros((), device=obs.device)  # no foresight to supervise
+        else:
+            loss_world = F.mse_loss(intent.float(), future.float())
         condition = future if self.stage in TEACHER_FORCED else intent
         mask = batch['action_mask']
         # padded / missing dims are zero, as at inference, so they carry no information

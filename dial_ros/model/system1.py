@@ -38,6 +38,9 @@ class System1(nn.Module):
         self.cfg = cfg
         d = cfg.dit_hidden
         self.type_embed = nn.Embedding(2, vlm_dim)  # 0: foresight, 1: current observation
+        # std 0.02 (the Hugging Face initializer_range) instead of nn.Embedding's N(0, 1):
+        # ViT tokens are O(0.02-1); a unit-scale type vector would drown them in the LayerNorm
+        nn.init.normal_(self.type_embed.weight, std=0.02)
         self.fusion_norm = nn.LayerNorm(vlm_dim)
         self.fusion = nn.ModuleList(TransformerBlock(vlm_dim, cfg.fusion_heads)
                                     for _ in range(cfg.fusion_layers))

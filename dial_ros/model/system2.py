@@ -212,7 +212,8 @@ class System2(nn.Module):
         intent = self.head(last[:, -self.num_queries:])
         # gated-fusion context: image and (unless masked) instruction tokens
         context_mask = (image_mask | language) & attention.bool()
-        return intent, {'layers': layers, 'mask': context_mask}
+        image_features = last[image_mask].reshape(vit_tokens.shape[0], -1, last.shape[-1])
+        return intent, {'layers': layers, 'mask': context_mask, 'image_features': image_features}
 
     def encode_images(self, images):
         """uint8 frames (B, S, S, 3) -> frozen ViT tokens (B, N, D), no gradient."""

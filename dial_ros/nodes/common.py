@@ -60,6 +60,7 @@ TOPIC_COMMAND_STATE = '/dial/joint_command_state'  # sensor_msgs/JointState
 TOPIC_ESTOP = '/dial/estop'                        # std_msgs/Bool, true = stop
 TOPIC_SUCCESS = '/sim/task_success'                # std_msgs/Bool
 TOPIC_OBJECT_POSE = '/sim/object_pose'             # geometry_msgs/PoseStamped
+TOPIC_PROGRESS = '/sim/task_progress'              # std_msgs/Float32, 0..1 in thirds
 
 _ITEMSIZE = {'float32': 4, 'float16': 2, 'bfloat16': 2}
 _IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}

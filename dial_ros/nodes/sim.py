@@ -17,6 +17,8 @@ Publishes, every step (one header stamp per step = the node clock after stepping
   /joint_states          sensor_msgs/JointState (names, positions, velocities); reliable
                          depth 10, so best-effort and reliable readers both match
   /sim/task_success      std_msgs/Bool, the Lift success test (cube 4 cm above the table)
+  /sim/task_progress     std_msgs/Float32, task completion in thirds (GR1Sim.progress: palm
+                         at the cube, cube off the table, lifted)
   /sim/object_pose       geometry_msgs/PoseStamped of the cube, frame 'world' (privileged:
                          for the scripted expert and evaluation, never a policy input)
   /camera/head/image_raw sensor_msgs/Image rgb8 from the head camera (sensor-data QoS), every
@@ -49,7 +51,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, Header
+from std_msgs.msg import Bool, Float32, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
 import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
@@ -174,6 +176,7 @@ class SimNode(Node):
         self.pub_image = self.create_publisher(Image, common.TOPIC_IMAGE, common.QOS_SENSOR)
         self.pub_success = self.create_publisher(Bool, common.TOPIC_SUCCESS, QOS_STATE)
         self.pub_pose = self.create_publisher(PoseStamped, common.TOPIC_OBJECT_POSE, QOS_STATE)
+        self.pub_progress = self.create_publisher(Float32, common.TOPIC_PROGRESS, QOS_STATE)
         self.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command,
                                  common.QOS_COMMAND)
         self.create_service(Trigger, '~/reset', self._on_reset)
@@ -286,6 +289,7 @@ class SimNode(Node):
             target = self._command if self._command is not None else self.sim.targets
             obs = self.sim.step(target)
             success = self.sim.success()
+            progress = self.sim.progress()
             pos, quat = self.sim.cube_pose()
             stamp = self.get_clock().now().to_msg()
             stride = max(1, round(p.control_rate_hz / p.camera_rate_hz)) \
@@ -302,6 +306,7 @@ class SimNode(Node):
                                            position=obs['joint_positions'].tolist(),
                                            velocity=obs['joint_velocities'].tolist()))
         self.pub_success.publish(Bool(data=success))
+        self.pub_progress.publish(Float32(data=float(progress)))
         pose = PoseStamped(header=Header(stamp=stamp, frame_id='world'))
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, pos)
         o = pose.pose.orientation

@@ -22,7 +22,7 @@ import math
 import mujoco
 import numpy as np
 
-from dial_ros.sim.gr1_env import INIT_POSITIONS, JOINT_NAMES, N_BODY
+from dial_ros.sim.gr1_env import GRASP_POINT, INIT_POSITIONS, JOINT_NAMES, N_BODY
 
 IK_JOINTS = ('torso_waist_yaw', 'torso_waist_pitch', 'torso_waist_roll') + tuple(
     'r_' + j for j in ('shoulder_pitch', 'shoulder_roll', 'shoulder_yaw', 'elbow_pitch',
@@ -64,7 +64,7 @@ class ScriptedExpert:
 
     PHASES = (('reach', 30), ('descend', 20), ('close', 15), ('squeeze', 5), ('lift', 30))
 
-    def __init__(self, sim, grasp_point=(0.01, 0.04, -0.085), approach=0.10, lift_height=0.20,
+    def __init__(self, sim, grasp_point=GRASP_POINT, approach=0.10, lift_height=0.20,
                  hand_pitch_deg=15.0, hand_roll_deg=-70.0, align_yaw=True,
                  open_hand=(0.0, 0.0, 0.0, 0.0, 0.0, 1.3),
                  closed_hand=(1.5, 1.5, 1.5, 1.5, 1.0, 1.3)):

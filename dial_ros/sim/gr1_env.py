@@ -56,6 +56,11 @@ INIT_POSITIONS = np.array(ARM_INIT + tuple(-v if i == 1 else v for i, v in enume
                           + (0.0,) * 18)
 LIMIT_TOLERANCE = 1e-6
 LIFT_HEIGHT = 0.04  # robosuite Lift success: cube centre 4 cm above the table top
+# task-completion milestones: the palm's grasp point within REACH_RADIUS of the cube centre,
+# then the cube off the table by RAISE_HEIGHT, then LIFT_HEIGHT (success)
+GRASP_POINT = (0.01, 0.04, -0.085)  # in the right wrist site frame: the middle of the palm
+REACH_RADIUS = 0.06
+RAISE_HEIGHT = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +166,7 @@ class GR1Sim:
         self._velocity = np.concatenate(
             [np.full(len(names), VELOCITY_LIMITS[group]) for group, names in ACTION_GROUPS])
         self._cube_body = m.body('cube_main').id
+        self._wrist_site = m.site('robot0_r_wrist_site').id
         self._cube_qadr = m.joint('cube_joint0').qposadr[0]
         self._cube_geoms = [m.geom('cube_g0').id, m.geom('cube_g0_vis').id]
         self._cube_mat = int(m.geom_matid[self._cube_geoms[1]])
@@ -275,7 +281,8 @@ class GR1Sim:
             m.geom_matid[vis], m.geom_rgba[vis] = -1, np.asarray(task.cube_rgba, float)
         cube_xy = self.table_center + [rng.uniform(*task.cube_x_range),
                                        rng.uniform(*task.cube_y_range)]
-        _set_free_pose(d, self._cube_qadr, [*cube_xy, self.table_top + half[2]],
+        self.cube_rest_z = self.table_top + half[2]
+        _set_free_pose(d, self._cube_qadr, [*cube_xy, self.cube_rest_z],
                        rng.uniform(*task.cube_yaw_range))
         placed = [cube_xy]
         for i, (qadr, geom) in enumerate(self._distractors):
@@ -377,6 +384,19 @@ class GR1Sim:
     def success(self):
         """Whether the cube centre is more than 4 cm above the table top (robosuite Lift)."""
         return bool(self.data.qpos[self._cube_qadr + 2] > self.table_top + LIFT_HEIGHT)
+
+    def progress(self):
+        """Task completion now, in thirds: 1/3 the palm reached the cube (grasp point within
+        6 cm of its centre), 2/3 the cube is 1 cm off the table, 1 lifted (success)."""
+        d = self.data
+        if self.success():
+            return 1.0
+        if d.qpos[self._cube_qadr + 2] > self.cube_rest_z + RAISE_HEIGHT:
+            return 2.0 / 3.0
+        palm = d.site_xpos[self._wrist_site] + d.site_xmat[self._wrist_site].reshape(3, 3) @ \
+            np.asarray(GRASP_POINT)
+        near = np.linalg.norm(palm - d.qpos[self._cube_qadr:self._cube_qadr + 3]) < REACH_RADIUS
+        return 1.0 / 3.0 if near else 0.0
 
     def close(self):
         """Free the renderer (also done at garbage collection / interpreter exit)."""

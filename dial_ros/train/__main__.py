@@ -19,6 +19,14 @@ from dial_ros.schema import described_fields
 from dial_ros.train.trainer import TrainConfig, Trainer
 
 
+def parse_bool(text):
+    """true/false, yes/no, 1/0 (argparse's bool would take any non-empty text as True)."""
+    value = text.strip().lower()
+    if value not in ('true', 'false', 'yes', 'no', '1', '0'):
+        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+    return value in ('true', 'yes', '1')
+
+
 def parser():
     """One flag per TrainConfig field (defaults None: only given flags override)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,8 +36,8 @@ def parser():
     p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints/latest')
     for f, meta in described_fields(TrainConfig):
         flag = '--' + f.name.replace('_', '-')
-        kind = {int: int, float: float, str: str}.get(f.type if isinstance(f.type, type)
-                                                      else None)
+        kind = {int: int, float: float, str: str, bool: parse_bool}.get(
+            f.type if isinstance(f.type, type) else None)
         kwargs = {'type': float, 'nargs': 2} if f.name == 'betas' else {'type': kind or str}
         if meta['choices']:
             kwargs['choices'] = meta['choices']

@@ -26,6 +26,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from dial_ros.data.dataset import DialDataset, collate, mixed_sampler
+from dial_ros.data.token_cache import load_token_cache
 from dial_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from dial_ros.model.config import paper_config, tiny_config
 from dial_ros.model.dial import DialModel, RECIPE_STAGES
@@ -62,6 +63,10 @@ class TrainConfig:
     scale: str = setting('tiny', 'model scale', choices=('tiny', 'paper'))
     vlm_path: str = setting('', 'local Qwen2.5-VL folder (paper scale)')
     num_workers: int = setting(0, 'data loader worker processes', low=0, high=64)
+    episodes: int = setting(0, 'train on the first N episodes of the dataset only (0 = all): '
+                            'sample-efficiency runs', low=0)
+    cache_tokens: bool = setting(True, 'encode every frame with the frozen ViT once '
+                                 '(DATASET/cache) instead of twice per sample per step')
     grad_clip: float = setting(1.0, 'gradient norm clip', low=0.0)
 
     def validate(self):
@@ -74,6 +79,8 @@ class TrainConfig:
             raise ValueError(f'stop_at: {self.stop_at} is beyond steps {self.steps}')
         if self.scale == 'paper' and not self.vlm_path:
             raise ValueError('vlm_path: the paper scale needs a local Qwen2.5-VL folder')
+        if self.recipe == 'groot' and self.first_stage_fraction not in (0.0, 0.5, 1.0):
+            LOG.info('first_stage_fraction: ignored by the one-stage groot recipe')
         return self
 
     @classmethod
@@ -91,6 +98,16 @@ def lr_lambda(config):
         progress = (step - warmup) / max(1, config.steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return factor
+
+
+def first_episodes(path, count):
+    """The indices of the first ``count`` episodes of a dataset (None: all of them)."""
+    if not count:
+        return None
+    total = json.loads((pathlib.Path(path) / 'meta' / 'info.json').read_text())['total_episodes']
+    if count > total:
+        raise ValueError(f'episodes: {count} requested, the dataset has {total}')
+    return set(range(count))
 
 
 def seed_everything(seed):
@@ -223,6 +240,8 @@ class Trainer:
         self.dataset = self._dataset(dataset, None if not resume else self.model)
         if not resume:
             self.model = self._build_model().to(self.device)
+        if config.cache_tokens:
+            self.dataset.use_tokens(load_token_cache(self.dataset, self.model))
         self.optimizer = build_optimizer(self.model, config.lr, tuple(config.betas),
                                          config.weight_decay)
         if resume:
@@ -243,7 +262,9 @@ class Trainer:
         cfg = model.config if model is not None else self._model_config()
         ds = DialDataset(path, horizon=cfg.system1.horizon, future_offset=cfg.foresight_horizon,
                          image_size=cfg.vlm.image_size, max_state_dim=cfg.system1.max_state_dim,
-                         max_action_dim=cfg.system1.max_action_dim)
+                         max_action_dim=cfg.system1.max_action_dim,
+                         episodes=first_episodes(path, self.config.episodes))
+        LOG.info('dataset %s: %d episodes, %d samples', path, len(ds.episodes), len(ds))
         human = None if self.config.human_weight < 0 else self.config.human_weight
         self.weights = torch.as_tensor(ds.sample_weights(human), dtype=torch.double)
         return ds
@@ -327,8 +348,10 @@ class Trainer:
         """Checkpoint folder ``step_XXXXXX`` with the full trainer state; update latest."""
         if self.rank != 0:
             return
+        demos = sum(not e.human for e in self.dataset.episodes.values())
         path = save_checkpoint(self.model, self.ckpt_dir / f'step_{step:06d}',
-                               {'step': step, 'train': to_dict(self.config)})
+                               {'step': step, 'train': to_dict(self.config), 'demos': demos,
+                                'dataset': str(self.dataset.root)})
         names = {id(p): n for n, p in self.model.named_parameters()}
         opt = self.optimizer.state_dict()
         tensors = {f'optimizer.{i}.{k}': v.detach().cpu().contiguous()

@@ -1,0 +1,201 @@
+"""Evaluate a DIAL checkpoint (or the scripted expert) closed loop in the embedded sim.
+
+    python -m dial_ros.evaluate --checkpoint checkpoints/dial_tiny_gr1 --episodes 20
+    python -m dial_ros.evaluate --driver expert --episodes 20 --label expert
+    python -m dial_ros.evaluate --checkpoint CKPT --split seen --record evals/bags
+
+Starts the humanoid launch (sim, perception, intent, controller; or sim and expert) on its
+own ROS domain, runs ``--episodes`` per split of ``--splits`` (config/eval_splits.yaml), and
+writes OUT/episodes.jsonl (one line per episode, as it happens), OUT/results.json (per
+split: split, episodes, success_rate, ci95_low, ci95_high, mean_completion_s,
+task_completion, ...) and OUT/results.md. ``--record DIR`` records every episode with the
+recorder (one rosbag2 per episode, tagged success/fail). Merge several runs into one table
+with ``python -m dial_ros.evaluate.table OUT1 OUT2 ...``.
+"""
+import argparse
+import json
+import logging
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import time
+
+import yaml
+
+from dial_ros import apply_ros_env_defaults
+from dial_ros.evaluate.metrics import markdown_table, summarize
+from dial_ros.evaluate.splits import load_splits
+
+LOG = logging.getLogger('dial_ros.evaluate')
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+DEFAULT_SPLITS = ROOT / 'config' / 'eval_splits.yaml'
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--checkpoint', default='', help='DIAL checkpoint folder ("" = the bundled '
+                   'one); ignored with --driver expert')
+    p.add_argument('--driver', default='policy', choices=('policy', 'expert'))
+    p.add_argument('--episodes', type=int, default=20, help='episodes per split')
+    p.add_argument('--splits', default=str(DEFAULT_SPLITS), help='splits YAML file')
+    p.add_argument('--split', action='append', help='evaluate only this split (repeatable)')
+    p.add_argument('--out', default='', help='results folder (default evals/<label>)')
+    p.add_argument('--label', default='', help='method name in the tables (default: the '
+                   'checkpoint folder name, or expert)')
+    p.add_argument('--record', default='', help='record every episode into this folder')
+    p.add_argument('--timeout', type=float, default=0.0, help='episode timeout in s '
+                   '(default: the splits file)')
+    p.add_argument('--settle', type=float, default=1.0, help='seconds between a reset and '
+                   'the release of the controller (the pipeline sees the new scene)')
+    p.add_argument('--domain-id', type=int, default=0, help='ROS_DOMAIN_ID of the evaluated '
+                   'graph (default: a random one in 100-230, so that runs never meet)')
+    return p
+
+
+def check_args(args):
+    if not 1 <= args.episodes <= 10000:
+        raise ValueError(f'--episodes: {args.episodes} is not in 1..10000')
+    if args.timeout and not 1.0 <= args.timeout <= 600.0:
+        raise ValueError(f'--timeout: {args.timeout} s is not in 1..600')
+    if args.domain_id and not 1 <= args.domain_id <= 232:
+        raise ValueError(f'--domain-id: {args.domain_id} is not in 1..232')
+    if args.driver == 'policy' and args.checkpoint:
+        from dial_ros.model.checkpoint import read_checkpoint_config
+        read_checkpoint_config(args.checkpoint)  # names a missing or foreign folder
+
+
+def checkpoint_info(path):
+    """What the tables say about a checkpoint: recipe, demos, steps (from its metadata)."""
+    from dial_ros.model.checkpoint import read_checkpoint_config
+    from dial_ros.model.default import BUNDLED
+    folder = pathlib.Path(path) if path else BUNDLED
+    try:
+        meta = read_checkpoint_config(folder)
+    except (OSError, ValueError):
+        return {'checkpoint': str(folder), 'untrained': True}
+    extra = meta.get('extra') or {}
+    train = extra.get('train') or {}
+    return {'checkpoint': str(folder), 'recipe': meta['model'].get('recipe'),
+            'demos': extra.get('demos'), 'steps': extra.get('step'),
+            'first_stage_fraction': train.get('first_stage_fraction')}
+
+
+def launch_config(out, driver, plan, episodes, record):
+    """The launch's parameter file: config/humanoid.yaml plus what this evaluation needs."""
+    data = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
+    first = plan.splits[0]
+
+    def section(node):
+        return data.setdefault(node, {}).setdefault('ros__parameters', {})
+    # the sim resets once at start-up (one seed), the expert resets it again per episode
+    startup = 1 if driver == 'expert' else 0
+    section('sim').update(seed=first.seed(0) - startup, task=json.dumps(first.task),
+                          task_preset='default')
+    if driver == 'expert':
+        # the expert starts at once, so the first split's episodes are in its parameters
+        section('expert').update(episodes=episodes, autoreset=True)
+    section('recorder').update(source='expert' if driver == 'expert' else 'policy',
+                               task='lift')
+    path = out / 'launch_params.yaml'
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def start_launch(args, out, params, domain):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'), PYTHONUNBUFFERED='1')
+    cmd = [sys.executable, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
+           f'driver:={args.driver}', f'config:={params}',
+           f'record:={"true" if args.record else "false"}']
+    if args.record:
+        cmd.append(f'record_dir:={pathlib.Path(args.record).resolve()}')
+    if args.driver == 'policy' and args.checkpoint:
+        cmd.append(f'checkpoint:={pathlib.Path(args.checkpoint).resolve()}')
+    log = open(out / 'launch.log', 'w')
+    LOG.info('launch (domain %d): %s', domain, ' '.join(cmd[1:]))
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            start_new_session=True)
+
+
+def stop_launch(proc, timeout=30.0):
+    import signal
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def evaluate(args):
+    """Run the evaluation; returns the results dict (also written to OUT)."""
+    check_args(args)
+    plan = load_splits(args.splits, args.split)
+    timeout = args.timeout or plan.episode_timeout_s
+    info = {'driver': args.driver} if args.driver == 'expert' else checkpoint_info(
+        args.checkpoint)
+    label = args.label or ('expert' if args.driver == 'expert'
+                           else pathlib.Path(info['checkpoint']).name)
+    out = pathlib.Path(args.out or ROOT / 'evals' / label)
+    out.mkdir(parents=True, exist_ok=True)
+    domain = args.domain_id or random.SystemRandom().randint(100, 230)
+    os.environ['ROS_DOMAIN_ID'] = str(domain)
+    apply_ros_env_defaults()
+    params = launch_config(out, args.driver, plan, args.episodes, args.record)
+    proc = start_launch(args, out, params, domain)
+    episodes, log_path, tic = [], out / 'episodes.jsonl', time.monotonic()
+    log_path.write_text('')
+
+    def keep(result):
+        episodes.append(result)
+        with open(log_path, 'a') as f:
+            f.write(json.dumps(result) + '\n')
+        LOG.info('%s #%d seed %d: %s in %.1f s, progress %.2f', result['split'],
+                 result['episode'], result['seed'], 'success' if result['success'] else
+                 'failure', result['completion_s'] or result['duration_s'], result['progress'])
+
+    from dial_ros.evaluate.episodes import EpisodeRunner
+    from dial_ros.evaluate.graph import GraphClient
+    client = GraphClient(domain)
+    try:
+        runner = EpisodeRunner(client, args.driver, timeout, args.settle, bool(args.record))
+        runner.wait_ready()
+        for index, split in enumerate(plan.splits):
+            if args.driver == 'expert':
+                runner.expert_split(split, args.episodes, keep, configured=index == 0)
+            else:
+                for episode in range(args.episodes):
+                    keep(runner.policy_episode(split, episode))
+                    if proc.poll() is not None:
+                        raise RuntimeError(f'the launch exited ({proc.returncode}); see '
+                                           f'{out / "launch.log"}')
+    finally:
+        client.close()
+        stop_launch(proc)
+    rows = [{'label': label, 'demos': info.get('demos'),
+             **summarize(s.name, [e for e in episodes if e['split'] == s.name])}
+            for s in plan.splits]
+    results = {'label': label, **info, 'splits_file': plan.source, 'episode_timeout_s': timeout,
+               'wall_s': round(time.monotonic() - tic, 1), 'splits': rows}
+    (out / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
+    (out / 'results.md').write_text(markdown_table(rows))
+    return results
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    args = parser().parse_args(argv)
+    try:
+        results = evaluate(args)
+    except (ValueError, TimeoutError, RuntimeError) as err:
+        LOG.error('%s', err)
+        return 2
+    print(markdown_table(results['splits']), end='')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

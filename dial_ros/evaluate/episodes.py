@@ -1,0 +1,134 @@
+"""Evaluation episodes against a running humanoid launch (sim), through its ROS interfaces.
+
+Policy episodes (the DIAL controller drives): for each episode the controller is silenced
+(``dry_run``) and e-stopped so that it drops its chunks, the sim gets the split's task and
+the episode seed (parameters) and is reset (``/sim/reset``), the perception -> intent ->
+controller pipeline gets ``settle_s`` to see the new scene, then the e-stop is released
+(the controller re-ramps from the measured pose) and commands flow again: the episode clock
+starts. It ends at the first ``/sim/task_success`` (success, the completion time) or after
+the timeout. ``/sim/task_progress`` gives the furthest milestone (task completion).
+
+Expert episodes (the scripted expert drives and resets the sim itself): the sim gets the
+split's task and seeds, the expert's ``episodes`` parameter is raised by the split's count,
+and each /expert/episode start..stop is one episode, judged by the same success and
+progress topics and the same timeout.
+"""
+import json
+import time
+
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, Float32, String
+from std_srvs.srv import SetBool, Trigger
+
+from dial_ros.nodes import common
+
+QOS_STATE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                       history=HistoryPolicy.KEEP_LAST)
+TOPIC_EXPERT_EPISODE = '/expert/episode'
+
+
+class EpisodeRunner:
+    """Runs episodes on ``client`` (a GraphClient) and returns one dict per episode."""
+
+    def __init__(self, client, driver, timeout_s, settle_s=1.0, record=False):
+        self.client, self.driver = client, driver
+        self.timeout_s, self.settle_s, self.record = timeout_s, settle_s, record
+        self.success = client.collect(Bool, common.TOPIC_SUCCESS, QOS_STATE)
+        self.progress = client.collect(Float32, common.TOPIC_PROGRESS, QOS_STATE)
+        self.events = client.collect(String, TOPIC_EXPERT_EPISODE, QOS_STATE)
+        self.expert_episodes = 0
+
+    def wait_ready(self, timeout=120.0):
+        """Wait until the sim steps and the driver is up; TimeoutError says what is missing."""
+        if not self.client.spin_until(lambda: self.progress, timeout):
+            raise TimeoutError(f'no {common.TOPIC_PROGRESS} in {timeout:.0f} s: is the sim up?')
+        if self.driver == 'policy':
+            from dial_ros.msg import LatentTensor
+            intents = self.client.collect(LatentTensor, common.TOPIC_INTENT,
+                                          common.QOS_SENSOR)
+            if not self.client.spin_until(lambda: intents, timeout):
+                raise TimeoutError(f'no {common.TOPIC_INTENT} in {timeout:.0f} s: are '
+                                   'perception and intent up?')
+            self.client.call(SetBool, '/controller/estop', SetBool.Request(data=True), timeout)
+
+    # --- policy --------------------------------------------------------------------------
+    def policy_episode(self, split, episode):
+        c = self.client
+        c.set_parameters('controller', dry_run=True)
+        c.call(SetBool, '/controller/estop', SetBool.Request(data=True))
+        c.set_parameters('sim', task_preset='default', task=json.dumps(split.task),
+                         seed=split.seed(episode))
+        reply = c.call(Trigger, '/sim/reset', Trigger.Request())
+        if not reply.success:
+            raise RuntimeError(f'/sim/reset failed: {reply.message}')
+        c.run(self.settle_s)
+        if self.record:
+            c.call(Trigger, '/recorder/start', Trigger.Request())
+        c.call(SetBool, '/controller/estop', SetBool.Request(data=False))
+        c.set_parameters('controller', dry_run=False)
+        result = self._watch(time.monotonic(), lambda: False)
+        c.set_parameters('controller', dry_run=True)
+        if self.record:
+            outcome = 'stop_success' if result['success'] else 'stop_fail'
+            c.call(Trigger, f'/recorder/{outcome}', Trigger.Request())
+        return {'split': split.name, 'episode': episode, 'seed': split.seed(episode),
+                **result}
+
+    def _watch(self, start, finished):
+        """Follow success and progress from ``start`` until success, ``finished()`` or the
+        timeout: {success, completion_s, progress, duration_s}."""
+        done_success = []
+
+        def over():
+            now = time.monotonic()
+            if any(t >= start and m.data for t, m in self.success):
+                done_success.append(min(t for t, m in self.success if t >= start and m.data))
+                return True
+            return finished() or now - start > self.timeout_s
+        self.success.clear()
+        self.progress.clear()
+        self.client.spin_until(over, self.timeout_s + 5.0)
+        end = time.monotonic()
+        progress = max([m.data for t, m in self.progress if t >= start] or [0.0])
+        success = bool(done_success) and done_success[0] - start <= self.timeout_s
+        return {'success': success,
+                'completion_s': round(done_success[0] - start, 3) if success else None,
+                'progress': round(float(max(progress, 1.0 if success else 0.0)), 4),
+                'duration_s': round(end - start, 3)}
+
+    # --- expert --------------------------------------------------------------------------
+    def expert_split(self, split, count, on_episode, configured=False):
+        """Run ``count`` expert episodes of ``split``; ``on_episode(dict)`` for each.
+
+        ``configured``: the launch parameters already hold this split's task, seed and
+        episode count (the first split: the expert starts on its own).
+        """
+        c = self.client
+        self.expert_episodes += count
+        if not configured:
+            c.set_parameters('sim', task_preset='default', task=json.dumps(split.task),
+                             seed=split.seed(0))
+            self.events.clear()
+            c.set_parameters('expert', episodes=self.expert_episodes)
+        for episode in range(count):
+            start = self._next_event('start')
+            stopped = []
+            result = self._watch(start, lambda: stopped or self._pop_event('stop', stopped))
+            if not stopped:
+                self._next_event('stop', timeout=60.0)
+            on_episode({'split': split.name, 'episode': episode, 'seed': split.seed(episode),
+                        **result})
+
+    def _pop_event(self, kind, into):
+        for i, (t, msg) in enumerate(self.events):
+            if json.loads(msg.data).get('event') == kind:
+                del self.events[:i + 1]
+                into.append(t)
+                return True
+        return False
+
+    def _next_event(self, kind, timeout=60.0):
+        got = []
+        if not self.client.spin_until(lambda: self._pop_event(kind, got), timeout):
+            raise TimeoutError(f'no expert {kind} event in {timeout:.0f} s')
+        return got[0]
