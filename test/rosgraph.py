@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+from dial_ros.evaluate.graph import GraphClient
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / '.venv' / 'bin' / 'python')
 
@@ -154,64 +156,11 @@ def stop_node(proc):
     return proc.returncode
 
 
-class RosPeer:
-    """The test's own rclpy context and node, on the child's domain."""
+class RosPeer(GraphClient):
+    """The test's own rclpy context and node, on the child's domain (see GraphClient)."""
 
     def __init__(self, domain):
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        self.rclpy = rclpy
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node('test_peer', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def collect(self, msg_type, topic, qos, stamped=True):
-        """Subscribe; returns the list that fills with (receive time, message) or messages."""
-        got = []
-        if stamped:
-            self.node.create_subscription(msg_type, topic,
-                                          lambda m: got.append((time.monotonic(), m)), qos)
-        else:
-            self.node.create_subscription(msg_type, topic, got.append, qos)
-        return got
-
-    def spin_until(self, condition, timeout):
-        end = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > end:
-                return False
-            self.executor.spin_once(timeout_sec=0.02)
-        return True
-
-    def run(self, seconds, rate_hz=None, each=None):
-        """Spin for ``seconds``, calling ``each()`` at ``rate_hz``."""
-        start = next_t = time.monotonic()
-        while time.monotonic() < start + seconds:
-            if each is not None and time.monotonic() >= next_t:
-                each()
-                next_t += 1.0 / rate_hz
-            self.executor.spin_once(timeout_sec=0.005)
-
-    def rate(self, got, seconds):
-        """Messages per second arriving in ``got`` over ``seconds``."""
-        before = len(got)
-        self.run(seconds)
-        return (len(got) - before) / seconds
-
-    def call(self, srv_type, name, request, timeout=30.0):
-        client = self.node.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f'{name} never appeared'
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout), f'{name} did not answer'
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
+        super().__init__(domain, 'test_peer')
 
 
 @contextlib.contextmanager

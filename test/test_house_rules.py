@@ -7,7 +7,7 @@ ROS_MODULES = ('rclpy', 'std_msgs', 'sensor_msgs', 'trajectory_msgs', 'diagnosti
                'rcl_interfaces', 'lifecycle_msgs', 'std_srvs', 'builtin_interfaces',
                'launch', 'launch_ros', 'dial_ros.msg', 'dial_ros.srv', 'dial_ros.nodes')
 # ROS adapters and tools that exist to talk to ROS
-ADAPTER_DIRS = ('nodes', 'launch_runner', 'bench', 'tools', 'bags')
+ADAPTER_DIRS = ('nodes', 'launch_runner', 'bench', 'tools', 'bags', 'evaluate')
 
 
 def imports(path):
@@ -30,6 +30,14 @@ def test_core_imports_no_ros():
     offenders = [(str(p.relative_to(ROOT)), m) for p in core_files() for m in imports(p)
                  if any(m == r or m.startswith(r + '.') for r in ROS_MODULES)]
     assert not offenders, offenders
+
+
+def test_evaluation_statistics_and_splits_import_no_ros():
+    """The evaluation's ROS side is episodes.py and graph.py; the rest stays core."""
+    for name in ('metrics.py', 'splits.py'):
+        found = [m for m in imports(ROOT / 'evaluate' / name)
+                 if any(m == r or m.startswith(r + '.') for r in ROS_MODULES)]
+        assert not found, (name, found)
 
 
 def test_no_pickle_anywhere():

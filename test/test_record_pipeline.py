@@ -99,6 +99,31 @@ def test_episode_converts_to_a_dataset_that_trains(episode):
     assert torch.isfinite(loss) and metrics['loss_fm'] > 0
 
 
+def test_training_command_on_the_recorded_dataset(episode):
+    """The documented training command, a few steps on the episode recorded above."""
+    import csv
+
+    import numpy as np
+
+    from dial_ros.model.policy import DialPolicy
+    from dial_ros.train.__main__ import main
+    _, _, _, root = episode
+    dataset = root / 'dataset'
+    if not dataset.is_dir():
+        pytest.skip('the conversion test did not run')
+    run = root / 'run'
+    assert main(['--dataset', str(dataset), '--out', str(run), '--steps', '4',
+                 '--batch-size', '4', '--save-every', '2']) == 0
+    rows = list(csv.DictReader(open(run / 'metrics.csv')))
+    assert [r['stage'] for r in rows] == ['warmup'] * 2 + ['end_to_end'] * 2
+    assert list((dataset / 'cache').glob('vit_*/episode_*.npy')), 'no ViT token cache'
+    policy = DialPolicy.from_checkpoint(run / 'checkpoints' / 'latest')
+    tokens = policy.encode_frame(np.zeros((224, 224, 3), np.uint8))
+    intent = policy.foresee(tokens, 'pick up the cube')
+    chunk = policy.act(tokens, intent, np.zeros(32))
+    assert chunk.shape == (16, 32) and np.all(np.isfinite(chunk))
+
+
 def test_replay_streams_the_recorded_commands_through_safety_to_the_sim(episode):
     """The "replay policy": recorded commands -> SafetyFilter -> the sim, no model."""
     import numpy as np

@@ -40,6 +40,8 @@ def test_two_stages_metrics_and_checkpoint(dataset, tmp_path):
     assert [r['stage'] for r in rows] == ['warmup'] * 3 + ['end_to_end'] * 3
     assert all(float(r['loss']) > 0 and float(r['lr']) > 0 for r in rows)
     assert (tmp_path / 'run' / 'checkpoints' / 'step_000003').is_dir()
+    png = (tmp_path / 'run' / 'losses.png').read_bytes()
+    assert png.startswith(b'\x89PNG') and len(png) > 5000
     model = load_checkpoint(tmp_path / 'run' / 'checkpoints' / 'latest')
     assert model.stage == 'end_to_end'
     spec = DialDataset(dataset, image_size=64).spec
@@ -74,3 +76,48 @@ def test_bad_config_value_names_the_field(dataset, tmp_path):
     config.write_text('lr: -1.0\n')
     with pytest.raises(ValueError, match='lr'):
         main(['--dataset', str(dataset), '--out', str(tmp_path), '--config', str(config)])
+
+
+def test_token_cache_gives_the_loss_of_the_frames(dataset):
+    """Cached ViT tokens are what the model computes from the decoded frames."""
+    from dial_ros.data.dataset import DialDataset, collate
+    from dial_ros.data.token_cache import load_token_cache
+    from dial_ros.model.build import build_model
+    torch.manual_seed(0)
+    model = build_model('tiny', embodiments=['gr1_sim'])
+    frames = DialDataset(dataset)
+    cached = DialDataset(dataset)
+    cached.use_tokens(load_token_cache(cached, model))
+    picks = (0, 5, len(frames) - 1)
+    batch_frames = collate([frames[i] for i in picks])
+    batch_tokens = collate([cached[i] for i in picks])
+    assert 'obs_tokens' in batch_tokens and 'images' not in batch_tokens
+    losses = []
+    for batch in (batch_frames, batch_tokens):
+        torch.manual_seed(1)
+        losses.append(model.compute_loss(batch)[1])
+    assert torch.allclose(losses[0]['loss'], losses[1]['loss'], atol=1e-5), losses
+
+
+def test_groot_baseline_recipe_trains_without_foresight(dataset, tmp_path):
+    """GR00T-style: one stage, no world loss, System-1 on the VLM's image features."""
+    import numpy as np
+
+    from dial_ros.model.policy import DialPolicy
+    train(dataset, tmp_path / 'run', '--steps', '4', '--recipe', 'groot', '--episodes', '1')
+    rows = list(csv.DictReader(open(tmp_path / 'run' / 'metrics.csv')))
+    assert {r['stage'] for r in rows} == {'vlm_features'}
+    assert all(float(r['loss_world']) == 0.0 and float(r['loss']) == float(r['loss_fm'])
+               for r in rows)
+    policy = DialPolicy.from_checkpoint(tmp_path / 'run' / 'checkpoints' / 'latest')
+    tokens = policy.encode_frame(np.full((224, 224, 3), 90, np.uint8))
+    features = policy.foresee(tokens, 'pick up the cube')
+    assert features.shape == tokens.shape and not np.allclose(features, tokens)
+    import yaml
+    meta = yaml.safe_load(open(tmp_path / 'run' / 'checkpoints' / 'latest' / 'dial_config.yaml'))
+    assert meta['extra']['demos'] == 1
+
+
+def test_episodes_beyond_the_dataset_are_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match='episodes: 5 requested, the dataset has 2'):
+        train(dataset, tmp_path / 'run', '--steps', '2', '--episodes', '5')

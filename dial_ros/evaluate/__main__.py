@@ -18,7 +18,6 @@ import logging
 import os
 import pathlib
 import random
-import subprocess
 import sys
 import time
 
@@ -27,9 +26,9 @@ import yaml
 from dial_ros import apply_ros_env_defaults
 from dial_ros.evaluate.metrics import markdown_table, summarize
 from dial_ros.evaluate.splits import load_splits
+from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch
 
 LOG = logging.getLogger('dial_ros.evaluate')
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 DEFAULT_SPLITS = ROOT / 'config' / 'eval_splits.yaml'
 
 
@@ -103,31 +102,14 @@ def launch_config(out, driver, plan, episodes, record):
     return path
 
 
-def start_launch(args, out, params, domain):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'), PYTHONUNBUFFERED='1')
-    cmd = [sys.executable, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
-           f'driver:={args.driver}', f'config:={params}',
-           f'record:={"true" if args.record else "false"}']
+def launch_arguments(args, params):
+    arguments = [f'driver:={args.driver}', f'config:={params}',
+                 f'record:={"true" if args.record else "false"}']
     if args.record:
-        cmd.append(f'record_dir:={pathlib.Path(args.record).resolve()}')
+        arguments.append(f'record_dir:={pathlib.Path(args.record).resolve()}')
     if args.driver == 'policy' and args.checkpoint:
-        cmd.append(f'checkpoint:={pathlib.Path(args.checkpoint).resolve()}')
-    log = open(out / 'launch.log', 'w')
-    LOG.info('launch (domain %d): %s', domain, ' '.join(cmd[1:]))
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            start_new_session=True)
-
-
-def stop_launch(proc, timeout=30.0):
-    import signal
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        arguments.append(f'checkpoint:={pathlib.Path(args.checkpoint).resolve()}')
+    return arguments
 
 
 def evaluate(args):
@@ -145,7 +127,9 @@ def evaluate(args):
     os.environ['ROS_DOMAIN_ID'] = str(domain)
     apply_ros_env_defaults()
     params = launch_config(out, args.driver, plan, args.episodes, args.record)
-    proc = start_launch(args, out, params, domain)
+    arguments = launch_arguments(args, params)
+    LOG.info('launch (domain %d): %s', domain, ' '.join(arguments))
+    proc = start_launch(arguments, out / 'launch.log', domain)
     episodes, log_path, tic = [], out / 'episodes.jsonl', time.monotonic()
     log_path.write_text('')
 
@@ -190,7 +174,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         results = evaluate(args)
-    except (ValueError, TimeoutError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: a missing checkpoint, timeouts
         LOG.error('%s', err)
         return 2
     print(markdown_table(results['splits']), end='')

@@ -1,7 +1,7 @@
 """The DIAL trainer: two stages, AdamW + warmup/cosine, metrics, checkpoints, exact resume.
 
 Run state lives in ``RUN_DIR``: ``train_config.yaml``, ``metrics.csv``, ``losses.png``
-(matplotlib permitting) and ``checkpoints/step_XXXXXX/`` (a model checkpoint plus
+(moving averages) and ``checkpoints/step_XXXXXX/`` (a model checkpoint plus
 ``trainer_state.json`` and ``trainer_state.safetensors``: optimizer, scheduler, step and RNG
 states; no pickle). ``checkpoints/latest`` points at the newest one.
 
@@ -206,8 +206,13 @@ def plot_losses(csv_path, png_path):
         rows = list(csv.DictReader(f))
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [int(r['step']) for r in rows]
+    window = max(1, len(rows) // 100)  # moving average: per-step losses are noisy
     for key in ('loss', 'loss_world', 'loss_fm'):
-        ax.plot(steps, [float(r[key]) for r in rows], label=key)
+        values = np.array([float(r[key]) for r in rows])
+        if not np.any(values > 0):
+            continue  # e.g. loss_world of the groot baseline
+        smooth = np.convolve(values, np.ones(window) / window, mode='valid')
+        ax.plot(steps[window - 1:], smooth, label=key)
     ax.set_xlabel('step')
     ax.set_yscale('log')
     ax.legend()

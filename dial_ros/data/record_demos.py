@@ -1,0 +1,98 @@
+"""Record N successful scripted-expert demonstrations through the humanoid launch.
+
+    python -m dial_ros.data.record_demos --out demos/lift --demos 200
+
+The launch runs the sim, the scripted expert (the teleoperation source) and the recorder
+(one rosbag2 per episode, tagged with its outcome and seed), as
+``scripts/run.sh driver:=expert record:=true`` does, until ``--out`` holds ``--demos``
+successful episodes. Resumable: episodes already in ``--out`` count, and new episodes use
+the seeds after the highest one recorded, so a rerun continues instead of repeating.
+Episodes cut by the stop are tagged ``unknown`` by the recorder; convert skips them with
+``--skip-outcomes fail,discard,unknown``.
+"""
+import argparse
+import json
+import logging
+import pathlib
+import random
+import sys
+import time
+
+import yaml
+
+from dial_ros.data.bag import read_tags
+from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch
+
+LOG = logging.getLogger('dial_ros.record_demos')
+
+
+def recorded(out):
+    """(successful episodes, next seed) of the episode folders in ``out``."""
+    successes, seeds = 0, []
+    for folder in sorted(pathlib.Path(out).glob('episode_*')):
+        tags = read_tags(folder)
+        successes += tags.get('outcome') == 'success'
+        if tags.get('seed', '').isdigit():
+            seeds.append(int(tags['seed']))
+    return successes, max(seeds) + 1 if seeds else 0
+
+
+def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None):
+    """Record until ``out`` holds ``demos`` successes; returns the number it holds."""
+    out = pathlib.Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    have, seed = recorded(out)
+    if have >= demos:
+        LOG.info('%s already holds %d successful demos', out, have)
+        return have
+    data = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
+    sim = data.setdefault('sim', {}).setdefault('ros__parameters', {})
+    # the sim resets once at start-up, then the expert resets it for each episode
+    sim.update(seed=max(seed - 1, 0), task_preset=task_preset)
+    params = out / '.record_params.yaml'
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    domain = domain or random.SystemRandom().randint(100, 230)
+    LOG.info('recording %d more demos into %s (seeds from %d, domain %d)', demos - have, out,
+             seed, domain)
+    proc = start_launch(['driver:=expert', 'record:=true', f'record_dir:={out}',
+                         f'config:={params}'], out / '.record_launch.log', domain)
+    deadline, count = time.monotonic() + timeout_s, have
+    try:
+        while count < demos:
+            if proc.poll() is not None:
+                raise RuntimeError(f'the launch exited ({proc.returncode}); see '
+                                   f'{out / ".record_launch.log"}')
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'{count}/{demos} demos after {timeout_s:.0f} s')
+            time.sleep(2.0)
+            new, _ = recorded(out)
+            if new != count:
+                count = new
+                LOG.info('%d/%d successful demos', count, demos)
+    finally:
+        stop_launch(proc)
+    return recorded(out)[0]
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--out', required=True, help='folder of the episode bags')
+    p.add_argument('--demos', type=int, required=True, help='successful episodes wanted')
+    p.add_argument('--task-preset', default='default', help="the sim's task_preset")
+    p.add_argument('--timeout', type=float, default=3600.0, help='give up after this (s)')
+    args = p.parse_args(argv)
+    if not 1 <= args.demos <= 100000:
+        LOG.error('--demos: %d is not in 1..100000', args.demos)
+        return 2
+    try:
+        count = record(args.out, args.demos, args.task_preset, args.timeout)
+    except (RuntimeError, TimeoutError) as err:
+        LOG.error('%s', err)
+        return 1
+    print(json.dumps({'out': str(args.out), 'successful_demos': count}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
