@@ -72,6 +72,9 @@ def test_bad_config_value_names_the_field(dataset, tmp_path):
         TrainConfig.from_dict({'warmup_ratio': 2.0})
     with pytest.raises(ValueError, match='batch_size'):
         main(['--dataset', str(dataset), '--out', str(tmp_path), '--batch-size', '0'])
+    with pytest.raises(ValueError, match='model.system1.dit_hidden: 5 is below its minimum'):
+        main(['--dataset', str(dataset), '--out', str(tmp_path), '--model',
+              '{system1: {dit_hidden: 5}}'])
     config = tmp_path / 'train.yaml'
     config.write_text('lr: -1.0\n')
     with pytest.raises(ValueError, match='lr'):
@@ -116,6 +119,14 @@ def test_groot_baseline_recipe_trains_without_foresight(dataset, tmp_path):
     import yaml
     meta = yaml.safe_load(open(tmp_path / 'run' / 'checkpoints' / 'latest' / 'dial_config.yaml'))
     assert meta['extra']['demos'] == 1
+
+
+def test_model_overrides_reach_the_checkpoint(dataset, tmp_path):
+    from dial_ros.model.checkpoint import load_checkpoint
+    train(dataset, tmp_path / 'run', '--steps', '2', '--model',
+          '{system1: {dit_hidden: 32, dit_layers: 2}}')
+    model = load_checkpoint(tmp_path / 'run' / 'checkpoints' / 'latest')
+    assert (model.config.system1.dit_hidden, model.config.system1.dit_layers) == (32, 2)
 
 
 def test_episodes_beyond_the_dataset_are_refused(dataset, tmp_path):

@@ -63,6 +63,9 @@ def tiny_vlm_config(tokenizer, hidden_size=64, num_layers=2, num_heads=4, vision
     return config
 
 
+MERGER_INIT_STD = 0.1
+
+
 def image_processor_for(image_size):
     """Pillow Qwen2-VL image processor that keeps a square ``image_size`` frame as it is."""
     pixels = image_size * image_size
@@ -77,6 +80,14 @@ def build_tiny_vlm(seed=0, image_size=224, **sizes):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
+        # A pretrained ViT hands the LLM O(1) features; at the Hugging Face init (std 0.02)
+        # the random merger's are ~0.03, which would make L_world (plain MSE on them) ~1e-3
+        # and leave the foresight bottleneck untrained. Re-draw the merger MLP at std 0.1:
+        # tokens come out at unit scale (measured ~0.8-1.1 on sim frames).
+        for layer in model.model.visual.merger.mlp:
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.normal_(layer.weight, std=MERGER_INIT_STD)
+                torch.nn.init.zeros_(layer.bias)
     return model.eval(), tokenizer, image_processor_for(image_size)
 
 

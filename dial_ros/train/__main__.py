@@ -27,6 +27,14 @@ def parse_bool(text):
     return value in ('true', 'yes', '1')
 
 
+def parse_mapping(text):
+    """A YAML / JSON mapping given on the command line, e.g. '{system1: {dit_hidden: 128}}'."""
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a mapping, got {text!r}')
+    return value
+
+
 def parser():
     """One flag per TrainConfig field (defaults None: only given flags override)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,7 +44,7 @@ def parser():
     p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints/latest')
     for f, meta in described_fields(TrainConfig):
         flag = '--' + f.name.replace('_', '-')
-        kind = {int: int, float: float, str: str, bool: parse_bool}.get(
+        kind = {int: int, float: float, str: str, bool: parse_bool, dict: parse_mapping}.get(
             f.type if isinstance(f.type, type) else None)
         kwargs = {'type': float, 'nargs': 2} if f.name == 'betas' else {'type': kind or str}
         if meta['choices']:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from dial_ros.data.dataset import DialDataset, collate, mixed_sampler
 from dial_ros.data.token_cache import load_token_cache
 from dial_ros.model.checkpoint import load_checkpoint, save_checkpoint
-from dial_ros.model.config import paper_config, tiny_config
+from dial_ros.model.config import ModelConfig, paper_config, tiny_config
 from dial_ros.model.dial import DialModel, RECIPE_STAGES
 from dial_ros.schema import from_dict, setting, to_dict, validate
 from dial_ros.train.step import build_optimizer, stage_at, sync_optimizer, train_step
@@ -68,6 +68,8 @@ class TrainConfig:
     cache_tokens: bool = setting(True, 'encode every frame with the frozen ViT once '
                                  '(DATASET/cache) instead of twice per sample per step')
     grad_clip: float = setting(1.0, 'gradient norm clip', low=0.0)
+    model: dict = setting({}, 'ModelConfig overrides, nested as in dial_config.yaml, e.g. '
+                          '{system1: {dit_hidden: 128}} (recipe and embodiments come from here)')
 
     def validate(self):
         """Range/choice checks plus the cross-field ones; ValueError names the field."""
@@ -98,6 +100,26 @@ def lr_lambda(config):
         progress = (step - warmup) / max(1, config.steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return factor
+
+
+def model_config_with(base, overrides):
+    """``base`` (a ModelConfig) with nested ``overrides``; ValueError names a bad key as
+    ``model.<path>``."""
+    def merge(into, extra, path):
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value, f'{path}{key}.')
+            else:
+                into[key] = value
+        return into
+    data = merge(base.to_dict(), overrides or {}, '')
+    for key in ('recipe', 'embodiments'):
+        if key in (overrides or {}):
+            raise ValueError(f'model.{key}: set it with the training option, not here')
+    try:
+        return ModelConfig.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f'model.{err}') from None
 
 
 def first_episodes(path, count):
@@ -277,8 +299,10 @@ class Trainer:
     def _model_config(self, name='gr1_sim'):
         c = self.config
         if c.scale == 'tiny':
-            return tiny_config(embodiments=[name], recipe=c.recipe)
-        return paper_config(c.vlm_path, embodiments=[name], recipe=c.recipe)
+            base = tiny_config(embodiments=[name], recipe=c.recipe)
+        else:
+            base = paper_config(c.vlm_path, embodiments=[name], recipe=c.recipe)
+        return model_config_with(base, c.model)
 
     def _build_model(self):
         """The model for the dataset's embodiment, carrying the dataset's normalisation."""
