@@ -59,7 +59,7 @@ class DialModel(nn.Module):
                                config.num_foresight)
         dim = self.system2.hidden_size
         depth = cfg1.dit_layers // 2 if config.recipe == 'apt' else cfg1.dit_layers
-        self.system1 = System1(cfg1, dim, num_layers=depth)
+        self.system1 = System1(cfg1, dim, num_layers=depth, num_tokens=config.num_foresight)
         self.system1.to(self.system2.queries.dtype)
         self.stage = None
         self.set_stage(RECIPE_STAGES[config.recipe][0])

@@ -33,14 +33,21 @@ class GatedFusion(nn.Module):
 class System1(nn.Module):
     """Fusion transformer + flow-matching DiT with per-embodiment encoders/decoders."""
 
-    def __init__(self, cfg, vlm_dim, num_layers=None):
+    def __init__(self, cfg, vlm_dim, num_layers=None, num_tokens=64):
         super().__init__()
         self.cfg = cfg
         d = cfg.dit_hidden
         self.type_embed = nn.Embedding(2, vlm_dim)  # 0: foresight, 1: current observation
+        # Where each token lies in the 8x8 grid, shared by foresight and observation tokens.
+        # Self- and cross-attention are blind to token order, and the ViT's 2D rotary
+        # positions are relative, so without it System-1 cannot tell where in the image
+        # (e.g. how far away) the object is: measured R^2 0.35 for the shoulder pitch that
+        # sets the reach depth, against 0.83-0.98 for the other arm joints.
+        self.token_pos = nn.Parameter(torch.zeros(num_tokens, vlm_dim))
         # std 0.02 (the Hugging Face initializer_range) instead of nn.Embedding's N(0, 1):
-        # ViT tokens are O(0.02-1); a unit-scale type vector would drown them in the LayerNorm
+        # a unit-scale type vector would drown small ViT features in the LayerNorm
         nn.init.normal_(self.type_embed.weight, std=0.02)
+        nn.init.normal_(self.token_pos, std=0.02)
         self.fusion_norm = nn.LayerNorm(vlm_dim)
         self.fusion = nn.ModuleList(TransformerBlock(vlm_dim, cfg.fusion_heads)
                                     for _ in range(cfg.fusion_layers))
@@ -82,8 +89,8 @@ class System1(nn.Module):
 
     def fuse(self, foresight, observation):
         """(B, N, D) x 2 -> fused context (B, 2N, D); run once per chunk."""
-        types = self.type_embed.weight
-        x = torch.cat([foresight + types[0], observation + types[1]], dim=1)
+        types, pos = self.type_embed.weight, self.token_pos
+        x = torch.cat([foresight + types[0] + pos, observation + types[1] + pos], dim=1)
         x = self.fusion_norm(x)
         for block in self.fusion:
             x = block(x)
