@@ -93,8 +93,8 @@ def launch_config(out, driver, plan, episodes, record):
     section('sim').update(seed=first.seed(0) - startup, task=json.dumps(first.task),
                           task_preset='default')
     if driver == 'expert':
-        # the expert starts at once, so the first split's episodes are in its parameters
-        section('expert').update(episodes=episodes, autoreset=True)
+        # paused until the evaluation listens; the first split's episodes are set already
+        section('expert').update(episodes=episodes, autoreset=True, paused=True)
     section('recorder').update(source='expert' if driver == 'expert' else 'policy',
                                task='lift')
     path = out / 'launch_params.yaml'

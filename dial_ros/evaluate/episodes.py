@@ -101,14 +101,16 @@ class EpisodeRunner:
         """Run ``count`` expert episodes of ``split``; ``on_episode(dict)`` for each.
 
         ``configured``: the launch parameters already hold this split's task, seed and
-        episode count (the first split: the expert starts on its own).
+        episode count, and the expert waits paused (the first split).
         """
         c = self.client
         self.expert_episodes += count
-        if not configured:
+        self.events.clear()
+        if configured:
+            c.set_parameters('expert', paused=False)
+        else:
             c.set_parameters('sim', task_preset='default', task=json.dumps(split.task),
                              seed=split.seed(0))
-            self.events.clear()
             c.set_parameters('expert', episodes=self.expert_episodes)
         for episode in range(count):
             start = self._next_event('start')

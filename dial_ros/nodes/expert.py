@@ -67,6 +67,8 @@ class Params:
     settle_s: float = setting(1.0, 'after the plan ends, wait this long for success',
                               low=0.0, high=60.0, unit='s')
     autoreset: bool = setting(True, "call the sim's reset service before each episode")
+    paused: bool = setting(False, 'stay idle before the next episode until set false (live; '
+                           'lets an evaluation subscribe before the first episode starts)')
     reset_service: str = setting('/sim/reset', 'std_srvs/Trigger that starts an episode',
                                  read_only=True)
 
@@ -153,6 +155,8 @@ class ExpertNode(Node):
 
     def _idle(self):
         p = self.params
+        if p.paused:
+            return
         if p.episodes and self.episode >= p.episodes:
             self.state = 'finished'
             self.get_logger().info(f'expert: {self.episode} episodes done: {self.outcomes}')
