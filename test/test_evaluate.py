@@ -23,8 +23,8 @@ def test_splits_file_defines_disjoint_seeded_splits():
 
 
 @pytest.mark.parametrize('text,match', [
-    ('splits: {a: {task: {cube_colour: 1}}}', r'splits.a.task: unknown TaskSpec fields '
-                                               r"\['cube_colour'\]"),
+    ('splits: {a: {task: {cube_colour: 1}}}',
+     r"splits.a.task: unknown TaskSpec fields \['cube_colour'\]"),
     ('splits: {a: {tasks: {}}}', 'splits.a: expected keys task and description'),
     ('splits: []', 'splits: expected a mapping'),
     ('splits: {a: {}}\nepisode_timeout_s: 0', 'episode_timeout_s'),
@@ -78,11 +78,11 @@ def test_policy_episodes_end_to_end_with_recording(tmp_path):
             assert key in row
         assert 0.0 <= row['ci95_low'] <= row['success_rate'] <= row['ci95_high'] <= 1.0
     lines = [json.loads(x) for x in (out / 'episodes.jsonl').read_text().splitlines()]
-    assert [(e['split'], e['seed']) for e in lines] == [('seen', 100000),
-                                                       ('distractors', 103000)]
+    expected = [('seen', 100000), ('distractors', 103000)]
+    assert [(e['split'], e['seed']) for e in lines] == expected
     assert all(e['success'] or 4.5 < e['duration_s'] < 8.0 for e in lines)
     log = (out / 'launch.log').read_text()
-    assert '"seed": 103000' in log and 'n_distractors' in log, 'the split task never reached the sim'
+    assert '"seed": 103000' in log and 'n_distractors' in log, 'the split never reached the sim'
     bags = sorted((tmp_path / 'bags').glob('episode_*'))
     assert len(bags) == 2, bags
     assert '| seen |' in proc.stdout
