@@ -18,10 +18,8 @@ import random
 import sys
 import time
 
-import yaml
-
 from dial_ros.data.bag import read_tags
-from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch
+from dial_ros.launch_runner.child import start_launch, stop_launch, write_params
 
 LOG = logging.getLogger('dial_ros.record_demos')
 
@@ -45,12 +43,9 @@ def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None):
     if have >= demos:
         LOG.info('%s already holds %d successful demos', out, have)
         return have
-    data = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
-    sim = data.setdefault('sim', {}).setdefault('ros__parameters', {})
     # the sim resets once at start-up, then the expert resets it for each episode
-    sim.update(seed=max(seed - 1, 0), task_preset=task_preset)
-    params = out / '.record_params.yaml'
-    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    params = write_params(out / '.record_params.yaml',
+                          {'sim': {'seed': max(seed - 1, 0), 'task_preset': task_preset}})
     domain = domain or random.SystemRandom().randint(100, 230)
     LOG.info('recording %d more demos into %s (seeds from %d, domain %d)', demos - have, out,
              seed, domain)

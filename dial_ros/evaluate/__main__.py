@@ -21,12 +21,10 @@ import random
 import sys
 import time
 
-import yaml
-
 from dial_ros import apply_ros_env_defaults
 from dial_ros.evaluate.metrics import markdown_table, summarize
 from dial_ros.evaluate.splits import load_splits
-from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch
+from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch, write_params
 
 LOG = logging.getLogger('dial_ros.evaluate')
 DEFAULT_SPLITS = ROOT / 'config' / 'eval_splits.yaml'
@@ -83,23 +81,18 @@ def checkpoint_info(path):
 
 def launch_config(out, driver, plan, episodes, record):
     """The launch's parameter file: config/humanoid.yaml plus what this evaluation needs."""
-    data = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
     first = plan.splits[0]
-
-    def section(node):
-        return data.setdefault(node, {}).setdefault('ros__parameters', {})
     # the sim resets once at start-up (one seed), the expert resets it again per episode
     startup = 1 if driver == 'expert' else 0
-    section('sim').update(seed=first.seed(0) - startup, task=json.dumps(first.task),
-                          task_preset='default')
+    overrides = {
+        'sim': {'seed': first.seed(0) - startup, 'task': json.dumps(first.task),
+                'task_preset': 'default'},
+        'recorder': {'source': 'expert' if driver == 'expert' else 'policy', 'task': 'lift'},
+    }
     if driver == 'expert':
         # paused until the evaluation listens; the first split's episodes are set already
-        section('expert').update(episodes=episodes, autoreset=True, paused=True)
-    section('recorder').update(source='expert' if driver == 'expert' else 'policy',
-                               task='lift')
-    path = out / 'launch_params.yaml'
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+        overrides['expert'] = {'episodes': episodes, 'autoreset': True, 'paused': True}
+    return write_params(out / 'launch_params.yaml', overrides)
 
 
 def launch_arguments(args, params):

@@ -10,7 +10,19 @@ import signal
 import subprocess
 import sys
 
+import yaml
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+
+
+def write_params(path, overrides):
+    """config/humanoid.yaml with ``{node: {parameter: value}}`` overrides, written to
+    ``path`` for the launch's ``config:=`` argument; returns ``path``."""
+    data = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
+    for node, values in overrides.items():
+        data.setdefault(node, {}).setdefault('ros__parameters', {}).update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def child_env(domain):
