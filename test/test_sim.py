@@ -242,3 +242,67 @@ def test_read_stl_binary_and_ascii(tmp_path):
         verts, faces = read_stl(str(path))
         assert verts.shape == (4, 3) and faces.shape == (2, 3)
         np.testing.assert_allclose(verts[faces], tris)
+
+
+def _nudged_episode(sim, expert, seed, shift):
+    """An expert episode whose cube is pushed by ``shift`` (m, xy) mid-reach."""
+    obs = sim.reset(seed=seed)
+    expert.reset(obs)
+    for step in range(200):
+        if step == 15:   # halfway through the reach: the cube slides away
+            qadr = sim._cube_qadr
+            sim.data.qpos[qadr:qadr + 2] += shift
+        obs = sim.step(expert.act(obs))
+        if expert.done and sim.held_success():
+            return True
+    return False
+
+
+def test_closed_loop_expert_follows_a_moved_cube():
+    """Re-planning every step from the cube pose recovers from a cube pushed 4 cm mid-reach,
+    which the open-loop expert (planned once at the start) misses."""
+    with GR1Sim(render=False) as blind:
+        shift = np.array([0.0, 0.04])
+        closed = [_nudged_episode(blind, ScriptedExpert(blind), s, shift) for s in (1, 2)]
+        opened = [_nudged_episode(blind, ScriptedExpert(blind, closed_loop=False), s, shift)
+                  for s in (1, 2)]
+    assert all(closed), closed
+    assert not any(opened), opened
+
+
+def test_closed_loop_expert_retries_a_missed_grasp():
+    """A cube that slips away during the close is seen after the lift and grasped again."""
+    with GR1Sim(render=False) as blind:
+        expert = ScriptedExpert(blind)
+        obs = blind.reset(seed=2)
+        expert.reset(obs)
+        moved = False
+        for _ in range(400):
+            if expert.phase == 'close' and not moved:   # the hand closes on air
+                qadr = blind._cube_qadr
+                blind.data.qpos[qadr:qadr + 2] += [0.0, 0.05]
+                moved = True
+            obs = blind.step(expert.act(obs))
+            if expert.done:
+                break
+        assert expert.retries >= 1 and blind.success()
+
+
+def test_dart_noise_moves_the_command_not_the_label():
+    """CommandNoise perturbs only the waist and right arm, within the limits, and is
+    temporally correlated (a drift, not white noise the servos would filter out)."""
+    from dial_ros.sim.expert import CommandNoise, IK_JOINTS
+    with GR1Sim(render=False) as blind:
+        noise = CommandNoise(blind, std=0.05, time_constant_s=0.3, seed=3)
+        label = blind.reset(seed=0)['joint_positions']
+        out = np.array([noise(label, 'reach') for _ in range(400)])
+        lower, upper = blind.joint_limits
+    moved = np.flatnonzero(np.abs(out - label).max(axis=0) > 0)
+    assert set(moved) <= {JOINT_NAMES.index(n) for n in IK_JOINTS} and moved.size >= 8
+    assert np.all(out >= lower - 1e-12) and np.all(out <= upper + 1e-12)
+    delta = out[:, moved] - label[moved]
+    assert 0.02 < delta.std() < 0.08
+    lag1 = np.mean([np.corrcoef(d[:-1], d[1:])[0, 1] for d in delta.T])
+    assert lag1 > 0.7      # exp(-0.05 / 0.3) = 0.85
+    with pytest.raises(ValueError, match='std'):
+        CommandNoise(blind, std=-1.0)

@@ -1,20 +1,31 @@
-"""Scripted expert for GR1Sim's Lift task: IK keyframes, interpolated joint targets.
+"""Scripted expert for GR1Sim's Lift task: closed-loop IK on a grasp-point plan, DART noise.
 
-What it uses is what a teleoperator has: the robot's joint readings at the start of the
-episode, a kinematic model of the robot (the sim's MjModel, on a private MjData, for
-inverse kinematics) and the cube pose, which it reads from the simulator's state
-(``GR1Sim.cube_pose``, privileged) once per episode as a stand-in for the operator's eyes.
-It never writes to the simulation; its only output is the 32-D joint target vector. After
-the first step it is open loop: it follows its own targets, not the joint readings.
+What it uses is what a teleoperator has: the robot's joint readings, a kinematic model of the
+robot (the sim's MjModel, on a private MjData, for inverse kinematics) and the cube pose,
+which it reads from the simulator's state (``GR1Sim.cube_pose``, privileged) as a stand-in
+for the operator's eyes. It never writes to the simulation; its only output is the 32-D
+joint target vector.
 
 Phases (control steps at 20 Hz): reach a pre-grasp point 10 cm back from the cube along
 the palm normal (30) -> descend onto the cube (20) -> close the hand (15) -> squeeze (5)
 -> lift 20 cm (30) -> hold. The grasp point (in the palm, 8.5 cm ahead of the right wrist)
 moves on straight lines; every step solves damped-least-squares IK over the waist (3) and
 right arm (7) for it and a fixed hand orientation (palm down-inwards, fingers pitched down
-15 deg, turned to square up with the cube's yaw), warm started from the previous targets.
-Measured (``python -m dial_ros.sim.expert --episodes 100 --no-render``): 100/100 seeds
-0-99 lift the cube; 49/50 with 3 distractors and 0.03 rad start-pose noise.
+15 deg, turned to square up with the cube's yaw).
+
+Closed loop (``closed_loop=True``, the default) it re-plans every step from what it
+measures: the IK starts from the measured joints (so its targets are a function of the
+robot's state, not of its own history), and while reaching and descending the goal follows
+the cube's current pose (a nudged cube is followed). After the lift it checks the cube: a
+missed or dropped grasp is retried (open the hand and rise, then reach again, up to
+``max_retries``). Open loop (``closed_loop=False``) it follows its own targets after the
+first step, as the first version of this expert did.
+
+``CommandNoise`` is DART-style noise injection (Laskey et al. 2017) for recording: the
+robot executes ``label + noise`` (temporally correlated noise on the waist and right arm)
+while the recording keeps the expert's clean target as the label, so the demonstrations
+show how the expert corrects the errors that a learned policy will make.
+Measured: ``python -m dial_ros.sim.expert --episodes 100 --no-render`` (see README).
 """
 import logging
 import math
@@ -22,11 +33,13 @@ import math
 import mujoco
 import numpy as np
 
-from dial_ros.sim.gr1_env import GRASP_POINT, INIT_POSITIONS, JOINT_NAMES, N_BODY
+from dial_ros.sim.gr1_env import (GRASP_POINT, INIT_POSITIONS, JOINT_NAMES, N_BODY,
+                                  SUCCESS_HOLD_S)
 
 IK_JOINTS = ('torso_waist_yaw', 'torso_waist_pitch', 'torso_waist_roll') + tuple(
     'r_' + j for j in ('shoulder_pitch', 'shoulder_roll', 'shoulder_yaw', 'elbow_pitch',
                        'wrist_yaw', 'wrist_roll', 'wrist_pitch'))
+LOG = logging.getLogger(__name__)
 RIGHT_HAND = slice(N_BODY, N_BODY + 6)
 WRIST_SITE = 'robot0_r_wrist_site'
 WRIST_BODY = 'robot0_r_hand_pitch'
@@ -51,23 +64,26 @@ def _rot_error(target, current):
 
 
 class ScriptedExpert:
-    """Reach, descend, close, squeeze, lift: a right-hand grasp of the Lift cube.
+    """Reach, descend, close, squeeze, lift (and retry a missed grasp): a right-hand grasp.
 
     The grasp point is fixed in the wrist frame (``grasp_point``: x towards the thumb,
     y out of the palm, z back along the forearm, so fingers point to -z). The hand
     orientation is the nominal wrist frame (fingers forward, thumb up, palm inwards)
     rolled about the forearm by ``hand_roll_deg``, pitched down by ``hand_pitch_deg`` and,
     with ``align_yaw``, turned about the vertical to square up with the cube. Each phase
-    moves the grasp point along a straight line; every control step solves the IK warm
-    started from the previous targets.
+    moves the grasp point along a straight line from where the last phase's targets put it.
     """
 
     PHASES = (('reach', 30), ('descend', 20), ('close', 15), ('squeeze', 5), ('lift', 30))
+    RETRY_PHASES = (('retreat', 15),)   # then PHASES again, re-planned from the cube
+    REPLAN_PHASES = ('reach', 'descend')
+    LIFTED_MARGIN = 0.06   # a grasp holds when the cube rose this far during the lift (m)
 
     def __init__(self, sim, grasp_point=GRASP_POINT, approach=0.10, lift_height=0.20,
                  hand_pitch_deg=15.0, hand_roll_deg=-70.0, align_yaw=True,
                  open_hand=(0.0, 0.0, 0.0, 0.0, 0.0, 1.3),
-                 closed_hand=(1.5, 1.5, 1.5, 1.5, 1.0, 1.3)):
+                 closed_hand=(1.5, 1.5, 1.5, 1.5, 1.0, 1.3), closed_loop=True,
+                 max_retries=2, retreat_height=0.08):
         """Bind to ``sim`` (a GR1Sim); the keyword arguments tune the grasp geometry."""
         self.sim = sim
         self.grasp_point = np.asarray(grasp_point, float)
@@ -76,6 +92,9 @@ class ScriptedExpert:
         self.align_yaw = align_yaw
         self.open_hand = np.asarray(open_hand, float)
         self.closed_hand = np.asarray(closed_hand, float)
+        self.closed_loop = closed_loop
+        self.max_retries = max_retries
+        self.retreat_height = retreat_height
         m = sim.model
         self._ik_data = mujoco.MjData(m)
         names = list(JOINT_NAMES)
@@ -95,6 +114,7 @@ class ScriptedExpert:
         self._velocity_step = sim.velocity_limits * sim.control_dt
         self.done = True
         self.phase = 'idle'
+        self.retries = 0
 
     # ----------------------------------------------------------------- kinematics
     def _forward(self, body_q):
@@ -141,71 +161,163 @@ class ScriptedExpert:
         q[:N_BODY] = body
         return q, pos_err, rot_err
 
-    # ----------------------------------------------------------------- episode
-    def reset(self, obs):
-        """Plan from the first observation of an episode (reads the cube pose from the sim)."""
-        self.done = False
-        self._targets = np.clip(obs['joint_positions'], self._lower, self._upper)
+    # ----------------------------------------------------------------- plan
+    def _plan_from_cube(self):
+        """Grasp, pre-grasp and lift points and the hand orientation from the cube pose."""
         cube_pos, cube_quat = self.sim.cube_pose()
-        self.hand_orientation = self.base_orientation
         if self.align_yaw:
             yaw = 2.0 * math.atan2(cube_quat[3], cube_quat[0])
             turn = (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+            if self._turn is not None:  # a re-plan keeps the hand's side of the square
+                turn += math.pi / 2 * round((self._turn - turn) / (math.pi / 2))
+            self._turn = turn
             self.hand_orientation = _rot([0.0, 0.0, 1.0], turn) @ self.base_orientation
         palm_normal = self.hand_orientation[:, 1]
         self._grasp = cube_pos.copy()
         self._pregrasp = cube_pos - self.approach * palm_normal
         self._lifted = cube_pos + [0.0, 0.0, self.lift_height]
-        self._phase_index = -1
+        self._cube_z = float(cube_pos[2])
+
+    def _goal(self):
+        """Where the grasp point should be at the end of the current phase (None: stay)."""
+        return {'reach': self._pregrasp, 'descend': self._grasp, 'lift': self._lifted,
+                'retreat': self._line[0] + [0.0, 0.0, self.retreat_height]}.get(self.phase)
+
+    def _hand_goal(self):
+        return self.open_hand if self.phase in ('reach', 'descend', 'retreat') \
+            else self.closed_hand
+
+    # ----------------------------------------------------------------- episode
+    def reset(self, obs):
+        """Plan from the first observation of an episode (reads the cube pose from the sim)."""
+        self.done, self.retries = False, 0
+        self._targets = np.clip(obs['joint_positions'], self._lower, self._upper)
+        self.hand_orientation, self._turn = self.base_orientation, None
+        self._plan_from_cube()
+        self._queue = list(self.PHASES)
         self._next_phase()
+
+    def _grasp_failed(self):
+        """After the lift: is the cube still near the table (a missed or dropped grasp)?"""
+        return self.sim.cube_pose()[0][2] < self._cube_z + self.LIFTED_MARGIN
 
     def _next_phase(self):
         """Advance to the next phase: a straight grasp-point line and a hand posture."""
-        self._phase_index += 1
-        if self._phase_index >= len(self.PHASES):
-            self.phase, self.done = 'hold', True
-            return
-        self.phase, self._steps = self.PHASES[self._phase_index]
+        if not self._queue:
+            if self.closed_loop and self.retries < self.max_retries and self._grasp_failed():
+                self.retries += 1
+                LOG.info('expert: grasp missed, retry %d', self.retries)
+                self._queue = list(self.RETRY_PHASES) + [('replan', 0)] + list(self.PHASES)
+            else:
+                self.phase, self.done = 'hold', True
+                return
+        self.phase, self._steps = self._queue.pop(0)
+        if self.phase == 'replan':
+            self._plan_from_cube()
+            return self._next_phase()
         self._step = 0
         start = self.grasp_position(self._targets)
-        end = {'reach': self._pregrasp, 'descend': self._grasp,
-               'lift': self._lifted}.get(self.phase, start)  # close / squeeze: hold
-        self._line = (start, end)
-        self._hands = (self._targets[RIGHT_HAND].copy(),
-                       self.open_hand if self.phase in ('reach', 'descend')
-                       else self.closed_hand)
+        self._line = (start, start)
+        goal = self._goal()
+        self._line = (start, start if goal is None else goal)
+        self._hands = (self._targets[RIGHT_HAND].copy(), self._hand_goal())
 
-    def act(self, obs):
-        """Return the joint targets (32,) for this control step (``obs`` is not used)."""
+    def act(self, obs=None):
+        """Return the joint targets (32,) for this control step.
+
+        ``obs['joint_positions']`` (the measured joints) is used when closed loop; without
+        it (or open loop) the IK starts from the previous targets.
+        """
+        measured = None if obs is None else obs.get('joint_positions')
         if not self.done and self._step >= self._steps:
             self._next_phase()
-        if not self.done:
-            self._step += 1
-            alpha = self._step / self._steps
-            point = (1.0 - alpha) * self._line[0] + alpha * self._line[1]
-            wanted, _, _ = self.solve_ik(self._targets, point)
-            wanted[RIGHT_HAND] = (1.0 - alpha) * self._hands[0] + alpha * self._hands[1]
-            delta = np.clip(wanted - self._targets, -self._velocity_step, self._velocity_step)
-            self._targets = np.clip(self._targets + delta, self._lower, self._upper)
+        if self.done:
+            return self._targets.copy()
+        self._step += 1
+        alpha = self._step / self._steps
+        if self.closed_loop and self.phase in self.REPLAN_PHASES:
+            self._plan_from_cube()
+            self._line = (self._line[0], self._goal())
+        point = (1.0 - alpha) * self._line[0] + alpha * self._line[1]
+        start = self._targets.copy()
+        if self.closed_loop and measured is not None:
+            start[self._ik_cols] = np.asarray(measured)[self._ik_cols]
+        wanted, _, _ = self.solve_ik(start, point)
+        wanted[RIGHT_HAND] = (1.0 - alpha) * self._hands[0] + alpha * self._hands[1]
+        delta = np.clip(wanted - self._targets, -self._velocity_step, self._velocity_step)
+        self._targets = np.clip(self._targets + delta, self._lower, self._upper)
         return self._targets.copy()
 
 
-def run_episode(sim, expert, seed=None, task=None, extra_steps=10):
-    """Roll out one expert episode; return (success, number of steps)."""
+class CommandNoise:
+    """DART noise on the executed command: an Ornstein-Uhlenbeck process per joint.
+
+    ``std`` (rad) is the stationary standard deviation, ``time_constant_s`` its correlation
+    time: white noise at 20 Hz would be filtered out by the position servos, a drift that
+    lasts a few tenths of a second moves the hand off the plan as a policy's error does.
+    Only ``joints`` (default: the waist and right arm, what the expert's IK moves) are
+    perturbed; the result stays within the joint limits. ``std=0`` is no noise. While the
+    hand closes, squeezes, lifts and holds, the noise is scaled by ``grasp_scale``: a full
+    drift there mostly knocks the cube away, which teaches little.
+    """
+
+    APPROACH = ('reach', 'descend', 'retreat')
+
+    def __init__(self, sim, std=0.0, time_constant_s=0.3, grasp_scale=0.3, joints=None,
+                 seed=None):
+        if not (math.isfinite(std) and std >= 0.0):
+            raise ValueError(f'std: {std} must be finite and >= 0')
+        if not (math.isfinite(time_constant_s) and time_constant_s > 0.0):
+            raise ValueError(f'time_constant_s: {time_constant_s} must be finite and > 0')
+        names = list(JOINT_NAMES)
+        self.joints = np.array([names.index(n) for n in (joints or IK_JOINTS)])
+        self.std, self.decay = std, math.exp(-sim.control_dt / time_constant_s)
+        self.grasp_scale = grasp_scale
+        self._lower, self._upper = sim.joint_limits
+        self.reset(seed)
+
+    def reset(self, seed=None):
+        """Start a new episode's noise (stationary from the first step)."""
+        self._rng = np.random.default_rng(seed)
+        self._state = self._rng.normal(0.0, self.std, len(self.joints))
+
+    def __call__(self, label, phase='reach'):
+        """The command to execute for the clean ``label`` (32,) in the expert's ``phase``."""
+        if self.std == 0.0:
+            return np.asarray(label, float).copy()
+        self._state = self.decay * self._state + math.sqrt(1.0 - self.decay ** 2) * \
+            self._rng.normal(0.0, self.std, len(self.joints))
+        out = np.array(label, float)
+        scale = 1.0 if phase in self.APPROACH else self.grasp_scale
+        out[self.joints] += scale * self._state
+        return np.clip(out, self._lower, self._upper)
+
+
+def run_episode(sim, expert, seed=None, task=None, noise=None):
+    """Roll out one expert episode; return (success, number of steps).
+
+    Success is the task's: the lift held for ``SUCCESS_HOLD_S`` (judged that long after the
+    plan ends). ``noise``: a CommandNoise applied to the executed command (the expert sees
+    the result through the joint readings).
+    """
     obs = sim.reset(seed=seed, task=task)
     expert.reset(obs)
-    steps = 0
-    while not expert.done or extra_steps > 0:
+    if noise is not None:
+        noise.reset(None if seed is None else seed + 7_919)
+    steps, extra = 0, int(math.ceil(SUCCESS_HOLD_S / sim.control_dt)) + 1
+    while not expert.done or extra > 0:
         if expert.done:
-            extra_steps -= 1
-        obs = sim.step(expert.act(obs))
+            extra -= 1
+        label = expert.act(obs)
+        obs = sim.step(label if noise is None else noise(label, expert.phase))
         steps += 1
-    return sim.success(), steps
+    return sim.held_success(), steps
 
 
 def main(argv=None):
     """Command line: run N expert episodes and print the success rate and timing."""
     import argparse
+    import json
     import time
 
     from dial_ros.sim.gr1_env import GR1Sim
@@ -213,23 +325,33 @@ def main(argv=None):
     parser.add_argument('--episodes', type=int, default=20)
     parser.add_argument('--seed', type=int, default=0, help='seed of the first episode')
     parser.add_argument('--no-render', action='store_true', help='skip the ego camera')
-    parser.add_argument('--distractors', type=int, default=0)
-    parser.add_argument('--joint-noise', type=float, default=0.0)
+    parser.add_argument('--task', default='{}', help='JSON TaskSpec overrides')
+    parser.add_argument('--open-loop', action='store_true', help='the first, open-loop expert')
+    parser.add_argument('--noise-std', type=float, default=0.0,
+                        help='DART noise on the executed command (rad)')
+    parser.add_argument('--noise-time', type=float, default=0.3,
+                        help='correlation time of the noise (s)')
+    parser.add_argument('--grasp-scale', type=float, default=0.3,
+                        help='noise scale while grasping and lifting')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    task = {'n_distractors': args.distractors, 'joint_noise': args.joint_noise}
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    task = json.loads(args.task)
     with GR1Sim(render=not args.no_render) as sim:
-        expert = ScriptedExpert(sim)
-        successes, steps, start = 0, 0, time.perf_counter()
+        expert = ScriptedExpert(sim, closed_loop=not args.open_loop)
+        noise = CommandNoise(sim, args.noise_std, args.noise_time, args.grasp_scale) \
+            if args.noise_std else None
+        successes, steps, retried, start = 0, 0, 0, time.perf_counter()
         for episode in range(args.episodes):
-            ok, n = run_episode(sim, expert, seed=args.seed + episode, task=task)
+            ok, n = run_episode(sim, expert, seed=args.seed + episode, task=task, noise=noise)
             successes += ok
             steps += n
+            retried += expert.retries > 0
             print(f'episode {episode:3d} seed {args.seed + episode}: '
-                  f'{"success" if ok else "FAIL"} ({n} steps)')
+                  f'{"success" if ok else "FAIL"} ({n} steps, {expert.retries} retries)')
         elapsed = time.perf_counter() - start
     print(f'success {successes}/{args.episodes} = {100.0 * successes / args.episodes:.1f} %; '
-          f'{elapsed / args.episodes:.2f} s per episode, {1000 * elapsed / steps:.2f} ms per step '
+          f'{retried} episodes retried; {elapsed / args.episodes:.2f} s per episode, '
+          f'{1000 * elapsed / steps:.2f} ms per step '
           f'({"no camera" if args.no_render else "ego camera"})')
 
 

@@ -56,6 +56,8 @@ INIT_POSITIONS = np.array(ARM_INIT + tuple(-v if i == 1 else v for i, v in enume
                           + (0.0,) * 18)
 LIMIT_TOLERANCE = 1e-6
 LIFT_HEIGHT = 0.04  # robosuite Lift success: cube centre 4 cm above the table top
+# ... and it must stay up this long: a knocked cube that flies up is no lift
+SUCCESS_HOLD_S = 1.0
 # task-completion milestones: the palm's grasp point within REACH_RADIUS of the cube centre,
 # then the cube off the table by RAISE_HEIGHT, then LIFT_HEIGHT (success)
 GRASP_POINT = (0.01, 0.04, -0.085)  # in the right wrist site frame: the middle of the palm
@@ -126,6 +128,7 @@ class GR1Sim:
         self._n_slots = n_distractor_slots
         self._index_model()
         self._targets = INIT_POSITIONS.copy()
+        self._lifted_since = None
         self._renderer = None
         self.camera_name = camera_name
         if render:
@@ -268,6 +271,7 @@ class GR1Sim:
         d.ctrl[self._hand_act] = start[self._hand_src]
         self._place_objects(task)
         mujoco.mj_forward(m, d)
+        self._lifted_since = None
         return self._observation()
 
     def _place_objects(self, task):
@@ -354,6 +358,10 @@ class GR1Sim:
             d.ctrl[self._body_act] = torque + d.qfrc_bias[dadr]
             mujoco.mj_step2(m, d)
         mujoco.mj_kinematics(m, d)  # poses for the image match the returned joint readings
+        if not self.success():
+            self._lifted_since = None
+        elif self._lifted_since is None:
+            self._lifted_since = float(d.time)
         return self._observation()
 
     # ----------------------------------------------------------------- observation
@@ -384,6 +392,15 @@ class GR1Sim:
     def success(self):
         """Whether the cube centre is more than 4 cm above the table top (robosuite Lift)."""
         return bool(self.data.qpos[self._cube_qadr + 2] > self.table_top + LIFT_HEIGHT)
+
+    def lifted_since(self):
+        """Sim time (s) since which :meth:`success` has held at every step, or None."""
+        return self._lifted_since if self.success() else None
+
+    def held_success(self, hold_s=SUCCESS_HOLD_S):
+        """The task's success test: the lift has held for ``hold_s`` of sim time."""
+        since = self.lifted_since()
+        return since is not None and self.data.time - since >= hold_s - 1e-9
 
     def progress(self):
         """Task completion now, in thirds: 1/3 the palm reached the cube (grasp point within
