@@ -159,7 +159,7 @@ def main(argv=None):
     parser.add_argument('--clock', choices=('bag', 'header'), default='bag')
     parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--vcodec', default=None,
-                        help='libsvtav1 (default), libx264 or mpeg4')
+                        help='libx264rgb (lossless, default), libsvtav1, libx264 or mpeg4')
     parser.add_argument('--overwrite', action='store_true')
     parser.add_argument('--verbose', '-v', action='store_true')
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ import pathlib
 
 import numpy as np
 
-from dial_ros.data.video import CODEC_NAMES, VideoWriter
+from dial_ros.data.video import CODEC_NAMES, PIX_FMTS, VideoWriter
 
 LOG = logging.getLogger(__name__)
 IMAGE_KEY = 'observation.images.head'
@@ -207,7 +207,8 @@ class LeRobotWriter:
         size, joints = self.image_size, list(self.spec.joint_names)
         video_info = {'video.height': size, 'video.width': size,
                       'video.codec': CODEC_NAMES.get(self.vcodec, self.vcodec),
-                      'video.pix_fmt': 'yuv420p', 'video.is_depth_map': False,
+                      'video.pix_fmt': PIX_FMTS.get(self.vcodec, 'yuv420p'),
+                      'video.is_depth_map': False,
                       'video.fps': self.fps, 'video.channels': 3, 'has_audio': False}
         features = {
             IMAGE_KEY: {'dtype': 'video', 'shape': [size, size, 3],
