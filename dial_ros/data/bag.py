@@ -41,6 +41,8 @@ class Topics:
     image: str = '/camera/head/image_raw'
     joint_states: str = '/joint_states'
     commands: str = '/dial/joint_commands'
+    # the teacher's clean targets when the executed commands carry DART noise (expert node)
+    labels: str = '/expert/action_label'
     instruction: str = '/dial/instruction'
     wrists: str = '/human/wrist_poses'
 
@@ -57,6 +59,8 @@ class RawEpisode:
     joints: dict            # joint name -> (times (n,), positions (n,))
     command_times: np.ndarray
     commands: list          # 1-D float arrays, as recorded
+    label_times: np.ndarray
+    labels: list            # the teacher's clean targets (1-D float arrays), if recorded
     instructions: list      # [(time, text)]
     wrist_times: np.ndarray
     wrists: np.ndarray      # (n, 18): right pos, right rot6d, left pos, left rot6d
@@ -183,6 +187,7 @@ class _Collector:
         self.images, self.image_t = [], []
         self.joints = {}
         self.commands, self.command_t = [], []
+        self.labels, self.label_t = [], []
         self.instructions = []
         self.wrists, self.wrist_t = [], []
         self.bad = {}
@@ -200,6 +205,9 @@ class _Collector:
             elif topic == tp.commands:
                 self.commands.append(np.asarray(msg.data, np.float64))
                 self.command_t.append(t_bag)
+            elif topic == tp.labels:
+                self.labels.append(np.asarray(msg.data, np.float64))
+                self.label_t.append(t_bag)
             elif topic == tp.instruction:
                 self.instructions.append((t_bag, msg.data))
             elif topic == tp.wrists:
@@ -337,10 +345,13 @@ def _finish(name, path, tags, got, clock, warnings):
     img_order = np.argsort(times(image_t), kind='stable')
     cmd_t = np.asarray(got.command_t, np.float64)
     cmd_order = np.argsort(cmd_t, kind='stable')
+    label_t = np.asarray(got.label_t, np.float64)
+    label_order = np.argsort(label_t, kind='stable')
     return RawEpisode(
         name=name, path=path, tags=tags,
         image_times=times(image_t)[img_order], images=[got.images[i] for i in img_order],
         joints=joints, command_times=cmd_t[cmd_order],
-        commands=[got.commands[i] for i in cmd_order],
+        commands=[got.commands[i] for i in cmd_order], label_times=label_t[label_order],
+        labels=[got.labels[i] for i in label_order],
         instructions=sorted(got.instructions), wrist_times=times(wrist_t)[order],
         wrists=wrists[order], warnings=warnings)

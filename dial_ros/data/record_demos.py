@@ -5,8 +5,10 @@
 The launch runs the sim, the scripted expert (the teleoperation source) and the recorder
 (one rosbag2 per episode, tagged with its outcome and seed), as
 ``scripts/run.sh driver:=expert record:=true`` does, until ``--out`` holds ``--demos``
-successful episodes. Resumable: episodes already in ``--out`` count, and new episodes use
-the seeds after the highest one recorded, so a rerun continues instead of repeating.
+successful episodes. ``--noise-std`` records DART demonstrations: the robot executes the
+expert's target plus noise, the bag keeps the clean target (/expert/action_label).
+Resumable: episodes already in ``--out`` count, and new episodes use the seeds after the
+highest one recorded, so a rerun continues instead of repeating.
 Episodes cut by the stop are tagged ``unknown`` by the recorder; convert skips them with
 ``--skip-outcomes fail,discard,unknown``.
 """
@@ -35,8 +37,11 @@ def recorded(out):
     return successes, max(seeds) + 1 if seeds else 0
 
 
-def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None):
-    """Record until ``out`` holds ``demos`` successes; returns the number it holds."""
+def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None, expert=None):
+    """Record until ``out`` holds ``demos`` successes; returns the number it holds.
+
+    ``expert``: expert node parameters, e.g. {'noise_std': 0.03} for DART recordings.
+    """
     out = pathlib.Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     have, seed = recorded(out)
@@ -45,7 +50,8 @@ def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None):
         return have
     # the sim resets once at start-up, then the expert resets it for each episode
     params = write_params(out / '.record_params.yaml',
-                          {'sim': {'seed': max(seed - 1, 0), 'task_preset': task_preset}})
+                          {'sim': {'seed': max(seed - 1, 0), 'task_preset': task_preset},
+                           'expert': dict(expert or {})})
     domain = domain or random.SystemRandom().randint(100, 230)
     LOG.info('recording %d more demos into %s (seeds from %d, domain %d)', demos - have, out,
              seed, domain)
@@ -76,12 +82,19 @@ def main(argv=None):
     p.add_argument('--demos', type=int, required=True, help='successful episodes wanted')
     p.add_argument('--task-preset', default='default', help="the sim's task_preset")
     p.add_argument('--timeout', type=float, default=3600.0, help='give up after this (s)')
+    p.add_argument('--noise-std', type=float, default=0.0, help="DART noise on the executed "
+                   "command (rad; the expert node's noise_std, 0 = none)")
+    p.add_argument('--noise-time', type=float, default=0.3, help='its correlation time (s)')
+    p.add_argument('--grasp-scale', type=float, default=0.3,
+                   help='noise scale while grasping and lifting')
     args = p.parse_args(argv)
     if not 1 <= args.demos <= 100000:
         LOG.error('--demos: %d is not in 1..100000', args.demos)
         return 2
     try:
-        count = record(args.out, args.demos, args.task_preset, args.timeout)
+        expert = {'noise_std': args.noise_std, 'noise_time_s': args.noise_time,
+                  'noise_grasp_scale': args.grasp_scale}
+        count = record(args.out, args.demos, args.task_preset, args.timeout, expert=expert)
     except (RuntimeError, TimeoutError) as err:
         LOG.error('%s', err)
         return 1

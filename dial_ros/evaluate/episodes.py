@@ -5,8 +5,9 @@ Policy episodes (the DIAL controller drives): for each episode the controller is
 the episode seed (parameters) and is reset (``/sim/reset``), the perception -> intent ->
 controller pipeline gets ``settle_s`` to see the new scene, then the e-stop is released
 (the controller re-ramps from the measured pose) and commands flow again: the episode clock
-starts. It ends at the first ``/sim/task_success`` (success, the completion time) or after
-the timeout. ``/sim/task_progress`` gives the furthest milestone (task completion).
+starts. It ends at the first ``/sim/task_success`` (the lift held 1 s: success; the lift's
+start is the completion time) or after the timeout. ``/sim/task_progress`` gives the
+furthest milestone (task completion).
 
 Expert episodes (the scripted expert drives and resets the sim itself): the sim gets the
 split's task and seeds, the expert's ``episodes`` parameter is raised by the split's count,
@@ -21,6 +22,7 @@ from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import SetBool, Trigger
 
 from dial_ros.nodes import common
+from dial_ros.sim.gr1_env import SUCCESS_HOLD_S
 
 QOS_STATE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                        history=HistoryPolicy.KEEP_LAST)
@@ -91,8 +93,10 @@ class EpisodeRunner:
         end = time.monotonic()
         progress = max([m.data for t, m in self.progress if t >= start] or [0.0])
         success = bool(done_success) and done_success[0] - start <= self.timeout_s
+        # /sim/task_success comes when the lift has held SUCCESS_HOLD_S: it began that earlier
         return {'success': success,
-                'completion_s': round(done_success[0] - start, 3) if success else None,
+                'completion_s': round(done_success[0] - start - SUCCESS_HOLD_S, 3)
+                if success else None,
                 'progress': round(float(max(progress, 1.0 if success else 0.0)), 4),
                 'duration_s': round(end - start, 3)}
 

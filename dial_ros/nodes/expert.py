@@ -1,17 +1,23 @@
 """The scripted Lift expert as a teleoperation source: it drives the robot like an operator.
 
-    python -m dial_ros.nodes.expert --ros-args -p episodes:=10
+    python -m dial_ros.nodes.expert --ros-args -p episodes:=10 -p noise_std:=0.03
 
 Output is what a teleoperator sends: 32 joint position targets (std_msgs/Float64MultiArray
-on /dial/joint_commands, GR1Sim.joint_names order) at ``rate_hz``. The plan comes from
-dial_ros.sim.expert.ScriptedExpert on a kinematic model of the robot (a GR1Sim built in
-this process, render off, never stepped: only its MjModel for inverse kinematics and its
-limits). What the node reads, once per episode, after the episode has started:
-  /joint_states          the first message stamped at or after the episode start: the start
-                         pose (joints by name); the expert is open loop after that
-  /sim/object_pose       the first cube pose stamped at or after the episode start
-                         (privileged sim state, the stand-in for the operator's eyes)
-and, all the time, /sim/task_success (std_msgs/Bool) to judge the outcome.
+on /dial/joint_commands, GR1Sim.joint_names order), one per /joint_states message (in step
+with the sim). The plan comes from dial_ros.sim.expert.ScriptedExpert on a kinematic model
+of the robot (a GR1Sim built in this process, render off, never stepped: only its MjModel
+for inverse kinematics and its limits). What the node reads:
+  /joint_states          the measured joints (by name): the start pose, and, closed loop
+                         (``closed_loop``, default), the IK start at every step
+  /sim/object_pose       the cube pose (privileged sim state, the stand-in for the
+                         operator's eyes): stamped at or after the episode start, then
+                         followed every step while reaching (closed loop)
+and /sim/task_success (std_msgs/Bool, the lift held 1 s) to judge the outcome.
+
+DART (``noise_std`` > 0): the robot executes the expert's target plus temporally
+correlated noise (``sim.expert.CommandNoise``) and the clean target goes out on
+/expert/action_label (std_msgs/Float64MultiArray, always published) so that a recording
+keeps it as the action; the closed-loop expert corrects what the noise did.
 
 Episode flow (``autoreset`` true): call the sim's ~/reset (std_srvs/Trigger; its JSON reply
 gives the seed and the reset stamp) -> wait for a post-reset joint state and cube pose ->
@@ -23,10 +29,10 @@ With ``autoreset`` false the sim is never reset: each episode starts from the cu
 Publishes /expert/episode (std_msgs/String, JSON) events for a recorder:
   {"event": "start", "episode", "seed", "task_preset", "stamp"}
   {"event": "stop", "episode", "seed", "outcome": success|failure|timeout|aborted,
-   "steps", "duration_s", "stamp"}
+   "steps", "duration_s", "retries", "stamp"}
 The plan's phases are counted in 20 Hz steps (dial_ros.sim.expert); at another ``rate_hz``
-they are rescaled so that a motion takes the same time. A new rate applies from the next
-episode.
+(the rate of /joint_states, i.e. the sim's control rate) they are rescaled so that a motion
+takes the same time. A new rate applies from the next episode.
 """
 import dataclasses
 import json
@@ -44,10 +50,11 @@ from std_srvs.srv import Trigger
 import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
 from dial_ros.nodes import common
 from dial_ros.schema import setting
-from dial_ros.sim.expert import ScriptedExpert
+from dial_ros.sim.expert import CommandNoise, ScriptedExpert
 from dial_ros.sim.gr1_env import GR1Sim
 
 TOPIC_EPISODE = '/expert/episode'
+TOPIC_LABEL = '/expert/action_label'   # the clean target (DART: the command carries noise)
 PLAN_HZ = 20.0             # ScriptedExpert.PHASES are counted in steps of this rate
 RESET_TIMEOUT_S = 10.0
 QOS_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -58,9 +65,19 @@ QOS_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 class Params:
     """Parameters of the expert node."""
 
-    rate_hz: int = setting(20, 'joint targets per second (set it to the sim control rate); '
-                           'a new rate applies from the next episode', low=1, high=200,
-                           unit='Hz')
+    rate_hz: int = setting(20, 'rate of /joint_states (the sim control rate): one target per '
+                           'joint state; phase lengths are scaled to it (from the next '
+                           'episode)', low=1, high=200, unit='Hz')
+    closed_loop: bool = setting(True, 're-plan every step from the measured joints and the cube '
+                                'pose (false: the first, open-loop expert; next episode)')
+    noise_std: float = setting(0.0, 'DART: std of the noise added to the executed command of '
+                               'the waist and right arm (the clean target goes to '
+                               '/expert/action_label); 0 = none; next episode', low=0.0,
+                               high=0.5, unit='rad')
+    noise_time_s: float = setting(0.3, 'DART: correlation time of the noise', low=0.01,
+                                  high=10.0, unit='s')
+    noise_grasp_scale: float = setting(0.3, 'DART: noise scale while grasping and lifting',
+                                       low=0.0, high=1.0)
     episodes: int = setting(0, 'episodes to run, 0 = forever', low=0, high=1_000_000)
     episode_timeout_s: float = setting(30.0, 'end an episode without success after this',
                                        low=1.0, high=3600.0, unit='s')
@@ -90,13 +107,14 @@ class KinematicModel:
         return self.pose
 
 
-def make_expert(kinematics, rate_hz):
+def make_expert(kinematics, rate_hz, closed_loop=True):
     """A ScriptedExpert whose phase lengths and velocity clamps fit ``rate_hz`` ticks."""
     kinematics.control_dt = 1.0 / rate_hz
-    expert = ScriptedExpert(kinematics)
+    expert = ScriptedExpert(kinematics, closed_loop=closed_loop)
     scale = rate_hz / PLAN_HZ
-    expert.PHASES = tuple((name, max(1, round(steps * scale)))
-                          for name, steps in ScriptedExpert.PHASES)
+    for name in ('PHASES', 'RETRY_PHASES'):
+        setattr(expert, name, tuple((phase, max(1, round(steps * scale)))
+                                    for phase, steps in getattr(ScriptedExpert, name)))
     return expert
 
 
@@ -116,6 +134,9 @@ class ExpertNode(Node):
         self._success = (0.0, False)
         self.pub_command = self.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
                                                  common.QOS_COMMAND)
+        self.pub_label = self.create_publisher(Float64MultiArray, TOPIC_LABEL,
+                                               common.QOS_COMMAND)
+        self.noise = None
         self.pub_event = self.create_publisher(String, TOPIC_EPISODE, QOS_EVENTS)
         self.create_subscription(JointState, common.TOPIC_JOINT_STATES, self._on_joints,
                                  common.QOS_SENSOR)
@@ -140,11 +161,16 @@ class ExpertNode(Node):
                             self.joint_order.positions(msg))
         except ValueError as err:
             self.throttle('error', 'joints', f'joint state ignored: {err}')
+            return
+        if self.state == 'running':
+            self._act(self._joints[1])
 
     def _on_pose(self, msg):
         p, o = msg.pose.position, msg.pose.orientation
         self._pose = (common.stamp_to_sec(msg.header.stamp),
                       (np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])))
+        if self.state == 'running':   # closed loop: the plan follows the cube
+            self.kinematics.pose = self._pose[1]
 
     def _on_success(self, msg):
         self._success = (common.now_sec(self), bool(msg.data))
@@ -195,20 +221,27 @@ class ExpertNode(Node):
         if joints is None or pose is None or min(joints[0], pose[0]) < self._since:
             return
         self.kinematics.pose = pose[1]
-        rate = self.params.rate_hz
-        self.expert = make_expert(self.kinematics, rate)
-        if self.timer.timer_period_ns != int(1e9 / rate):
-            self.timer.timer_period_ns = int(1e9 / rate)
+        p = self.params
+        self.expert = make_expert(self.kinematics, p.rate_hz, p.closed_loop)
+        self.noise = CommandNoise(self.kinematics, p.noise_std, p.noise_time_s,
+                                  p.noise_grasp_scale, seed=self._seed) if p.noise_std else None
+        if self.timer.timer_period_ns != int(1e9 / p.rate_hz):
+            self.timer.timer_period_ns = int(1e9 / p.rate_hz)
         self.expert.reset({'joint_positions': joints[1]})
         self._started, self._steps, self._done_at = time.monotonic(), 0, None
         self._begin = common.now_sec(self)
         self._event('start', task_preset=self._task)
         self.state = 'running'
 
-    def _running(self):
-        targets = self.expert.act(None)
-        self.pub_command.publish(Float64MultiArray(data=targets.tolist()))
+    def _act(self, joints):
+        """One target per joint state: the label, and the command the robot executes."""
+        label = self.expert.act({'joint_positions': joints})
+        command = label if self.noise is None else self.noise(label, self.expert.phase)
+        self.pub_label.publish(Float64MultiArray(data=label.tolist()))
+        self.pub_command.publish(Float64MultiArray(data=command.tolist()))
         self._steps += 1
+
+    def _running(self):
         now = time.monotonic()
         stamp, success = self._success
         success = success and stamp >= self._begin
@@ -231,7 +264,8 @@ class ExpertNode(Node):
     def _finish(self, outcome):
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self._event('stop', outcome=outcome, steps=self._steps,
-                    duration_s=round(time.monotonic() - self._started, 3))
+                    duration_s=round(time.monotonic() - self._started, 3),
+                    retries=self.expert.retries)
         self.get_logger().info(f'expert: episode {self.episode} (seed {self._seed}): '
                                f'{outcome} after {self._steps} steps')
         self.episode += 1

@@ -53,7 +53,7 @@ from dial_ros.schema import setting
 
 DEFAULT_TOPICS = [common.TOPIC_IMAGE, common.TOPIC_JOINT_STATES, common.TOPIC_COMMAND,
                   common.TOPIC_CHUNK, common.TOPIC_INTENT, common.TOPIC_OBSERVATION,
-                  common.TOPIC_INSTRUCTION, '/human/wrist_poses']
+                  common.TOPIC_INSTRUCTION, '/human/wrist_poses', '/expert/action_label']
 TOPIC_EXPERT = '/expert/episode'
 TAGS = ('task', 'instruction', 'source', 'operator', 'robot', 'embodiment')
 

@@ -16,7 +16,8 @@ Subscribes:
 Publishes, every step (one header stamp per step = the node clock after stepping):
   /joint_states          sensor_msgs/JointState (names, positions, velocities); reliable
                          depth 10, so best-effort and reliable readers both match
-  /sim/task_success      std_msgs/Bool, the Lift success test (cube 4 cm above the table)
+  /sim/task_success      std_msgs/Bool, the task success test: the cube 4 cm above the table
+                         (robosuite Lift) for the last 1 s (GR1Sim.held_success)
   /sim/task_progress     std_msgs/Float32, task completion in thirds (GR1Sim.progress: palm
                          at the cube, cube off the table, lifted)
   /sim/object_pose       geometry_msgs/PoseStamped of the cube, frame 'world' (privileged:
@@ -288,7 +289,7 @@ class SimNode(Node):
                 self.sim.set_control_hz(rate)
             target = self._command if self._command is not None else self.sim.targets
             obs = self.sim.step(target)
-            success = self.sim.success()
+            success = self.sim.held_success()
             progress = self.sim.progress()
             pos, quat = self.sim.cube_pose()
             stamp = self.get_clock().now().to_msg()
