@@ -108,6 +108,8 @@ class _Input:
     stamp: float
     expires: float = math.inf
     key: tuple = ()
+    # the message's exact header.stamp (float seconds are ~240 ns coarse at today's epoch)
+    stamp_msg: object = None
 
 
 class ControllerNode(Node):
@@ -261,14 +263,15 @@ class ControllerNode(Node):
         except ValueError as err:
             return self._reject('intent', err)
         expires = stamp + msg.valid_for if msg.valid_for > 0 else math.inf
-        self._intent = _Input(tensor, stamp, expires, (stamp, msg.seq))
+        self._intent = _Input(tensor, stamp, expires, (stamp, msg.seq), msg.header.stamp)
 
     def _on_observation(self, msg):
         try:
             tensor, stamp = self._latent(msg)
         except ValueError as err:
             return self._reject('observation', err)
-        self._obs = _Input(tensor, stamp)  # the newest arrival, even if the clock went back
+        # the newest arrival, even if the clock went back
+        self._obs = _Input(tensor, stamp, stamp_msg=msg.header.stamp)
 
     def _joints(self, msg):
         """Return (positions in embodiment order, stamp) of a JointState; ValueError if bad."""
@@ -358,9 +361,10 @@ class ControllerNode(Node):
         self._chunk_key = (obs.stamp, intent.key)
         msg = ActionChunk(joint_names=self.joint_names, horizon=len(chunk),
                           dt=self.params.chunk_dt_s, model_id=self.model_id)
-        common.sec_to_stamp(obs.stamp, msg.header.stamp)
-        common.sec_to_stamp(obs.stamp, msg.observation_stamp)
-        common.sec_to_stamp(intent.stamp, msg.latent_stamp)
+        # the inputs' exact stamps: a chunk matches its observation by equality
+        msg.header.stamp = _copy_stamp(obs.stamp_msg)
+        msg.observation_stamp = _copy_stamp(obs.stamp_msg)
+        msg.latent_stamp = _copy_stamp(intent.stamp_msg)
         msg.positions = array.array('d', np.ascontiguousarray(chunk, np.float64).tobytes())
         self.chunk_pub.publish(msg)
 
@@ -422,6 +426,11 @@ class ControllerNode(Node):
             level = 'warn'
         message = state if state in ('ok', 'ramping') else f'{state}: {self._reason}'
         self.diagnostics.publish(level, message, values)
+
+
+def _copy_stamp(stamp):
+    """A copy of a builtin_interfaces/Time."""
+    return type(stamp)(sec=stamp.sec, nanosec=stamp.nanosec)
 
 
 def declare_checked(node, params, on_change):
