@@ -145,6 +145,11 @@ def test_future_frame_and_chunk_clip_at_episode_end(dataset, converted):
     assert abs(value(early['image']) - counter_value(5)) < 6
     assert abs(value(early['future_image']) - counter_value(21)) < 6
     assert abs(value(late['future_image']) - counter_value(29)) < 6   # clipped at T-1
+    # past the end the last action repeats and stays in the loss (the official DIAL code)
+    assert late['action_mask'][:, :32].all() and not late['action_mask'][:, 32:].any()
+    assert np.array_equal(late['actions'][5:], np.repeat(late['actions'][4:5], 11, axis=0))
+    masked = DialDataset(dataset.root, past_end='mask')
+    late = sample(masked, episode(masked, 'ep_a', converted[1]), 25)
     assert late['action_mask'][:5, :32].all() and not late['action_mask'][5:].any()
     assert not late['action_mask'][:, 32:].any() and not late['actions'][5:].any()
 

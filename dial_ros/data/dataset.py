@@ -6,9 +6,11 @@ One sample per frame t of every episode:
 - ``state`` / ``state_mask`` (max_state_dim,): ``EmbodimentSpec.encode_state`` of the joint
   positions (sin/cos) and, where the embodiment has wrist groups, the wrist poses.
 - ``actions`` / ``action_mask`` (horizon, max_action_dim): the chunk a_t..a_{t+H-1},
-  normalised with the dataset's stats; steps past the episode end are zero with the mask
-  false. Joint dims come from the commanded targets (masked where the frame
-  has no action: human episodes); wrist dims (embodiments with eef groups) from the next
+  normalised with the dataset's stats; steps past the episode end repeat the last action
+  and stay in the loss (``past_end='repeat'``, as the official DIAL code does: the policy
+  learns to hold still at the end) or are zero with the mask false (``'mask'``). Joint
+  dims come from the commanded targets (masked where the frame has no action: human
+  episodes); wrist dims (embodiments with eef groups) from the next
   frame's wrist pose, as DIAL uses human wrist poses.
 - ``instruction``, ``has_action``, ``embodiment`` (id), ``episode_index``, ``frame_index``.
 
@@ -26,6 +28,8 @@ import torch
 from dial_ros.data.lerobot import IMAGE_KEY, VECTORS, VIDEO_PATH
 from dial_ros.data.video import FrameReader
 from dial_ros.embodiment import EmbodimentSpec, load_embodiment
+
+PAST_END = ('repeat', 'mask')
 
 
 def eef_slots(spec):
@@ -93,12 +97,16 @@ class DialDataset(torch.utils.data.Dataset):
     the model's checkpoint); image_size: frames are resized to it if the video differs;
     human_weight: default share of human samples for ``sample_weights`` / ``mixed_sampler``
     (None: natural share); min_std: floor of the action std (rad or m); cache_frames: decoded
-    frames kept per process; episodes: episode indices to use (a split), None for all.
+    frames kept per process; episodes: episode indices to use (a split), None for all;
+    past_end: 'repeat' or 'mask' the action steps past the episode end.
     """
 
     def __init__(self, path, horizon=16, future_offset=16, embodiment=None, image_size=224,
                  human_weight=None, max_state_dim=128, max_action_dim=128, min_std=1e-2,
-                 cache_frames=512, episodes=None):
+                 cache_frames=512, episodes=None, past_end='repeat'):
+        if past_end not in PAST_END:
+            raise ValueError(f'past_end: {past_end!r} is not one of {PAST_END}')
+        self.past_end = past_end
         self.root = pathlib.Path(path)
         info_path = self.root / 'meta' / 'info.json'
         if not info_path.is_file():
@@ -128,8 +136,9 @@ class DialDataset(torch.utils.data.Dataset):
         self.tokens = None
 
     def use_tokens(self, tokens):
-        """Serve ``obs_tokens`` / ``future_tokens`` from {episode: (frames, N, D)} instead of
-        decoded frames (see ``dial_ros.data.token_cache``)."""
+        """Serve ``obs_tokens`` / ``future_tokens`` from {episode: (frames, N, D)} (or a list
+        of such arrays, augmented views) instead of decoded frames (see
+        ``dial_ros.data.token_cache``)."""
         self.tokens = tokens
 
     def _load_tables(self, selected):
@@ -183,7 +192,9 @@ class DialDataset(torch.utils.data.Dataset):
                 (self.image_size, self.image_size), Image.BILINEAR))
         return frame
 
-    def __getitem__(self, i):
+    def __getitem__(self, index):
+        """Sample ``index``, or ``(index, view)`` to read augmented token view ``view``."""
+        i, view = index if isinstance(index, tuple) else (index, 0)
         row = int(self._samples[i])
         e = self.episodes[int(self._episode_of[row])]
         t, n, spec = row - e.start, e.length, self.spec
@@ -194,7 +205,8 @@ class DialDataset(torch.utils.data.Dataset):
         steps = t + np.arange(self.horizon)
         rows = e.start + np.minimum(steps, n - 1)
         action, dims = spec.action_from_joints(self.action[rows])
-        mask = ((steps < n) & self.has_action[rows])[:, None] & dims[None]
+        inside = (steps < n) if self.past_end == 'mask' else np.ones(len(steps), bool)
+        mask = (inside & self.has_action[rows])[:, None] & dims[None]
         if self._slots:
             nxt = e.start + np.minimum(steps + 1, n - 1)
             ok = (steps + 1 < n) & self.has_eef[nxt]
@@ -210,8 +222,11 @@ class DialDataset(torch.utils.data.Dataset):
         state_out[:spec.state_dim], state_mask_out[:spec.state_dim] = state, state_mask
         future = min(t + self.future_offset, n - 1)
         if self.tokens is not None:
-            frames = {'obs_tokens': np.asarray(self.tokens[e.index][t]),
-                      'future_tokens': np.asarray(self.tokens[e.index][future])}
+            cached = self.tokens[e.index]
+            if isinstance(cached, list):   # augmented views: the same one for both frames
+                cached = cached[view % len(cached)]
+            frames = {'obs_tokens': np.asarray(cached[t]),
+                      'future_tokens': np.asarray(cached[future])}
         else:
             frames = {'image': self.image(e.index, t), 'future_image': self.image(e.index, future)}
         return {**frames, 'state': state_out, 'state_mask': state_mask_out, 'actions': actions,

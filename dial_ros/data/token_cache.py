@@ -5,8 +5,15 @@ per step: current and future frame) changes nothing but the cost: it takes train
 tiny scale from ~0.3 s to a few ms of ViT work per step on CPU. The cache lives in
 ``DATASET/cache/vit_<digest>/episode_XXXXXX.npy`` (float32, frames x N x D); the digest
 covers the ViT weights and the input size, so a different model never reads stale tokens.
+
+Augmented views (``views > 0``): view ``v`` of an episode applies one set of crop + colour
+jitter parameters, drawn from (episode, v), to *every* frame of the episode, so a sample's
+current and future frame share their augmentation, as in the official recipe. They live in
+``vit_<digest>/aug_<digest of the ranges>/view_<v>/``; training picks a view per sample.
 """
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -26,23 +33,29 @@ def vision_digest(model):
     return h.hexdigest()[:12]
 
 
-def load_token_cache(dataset, model, batch_size=32):
-    """{episode index: (frames, N, D) float32} for ``dataset``, encoding what is missing."""
-    folder = dataset.root / 'cache' / f'vit_{vision_digest(model)}'
+def _encode_episode(dataset, model, episode, path, batch_size, transform=None):
+    frames = []
+    for start in range(0, episode.length, batch_size):
+        images = [dataset.image(episode.index, t)
+                  for t in range(start, min(start + batch_size, episode.length))]
+        if transform is not None:
+            images = [transform(image) for image in images]
+        with torch.no_grad():
+            frames.append(model.system2.encode_images(np.stack(images)).float().cpu().numpy())
+    tmp = path.with_suffix('.tmp.npy')
+    np.save(tmp, np.concatenate(frames))
+    os.replace(tmp, path)  # a crash never leaves a half-written cache file
+
+
+def _load(folder, dataset, model, batch_size, transform_of=None):
+    """{episode: (frames, N, D) memory map}, encoding what ``folder`` lacks."""
     folder.mkdir(parents=True, exist_ok=True)
     tokens, encoded, tic = {}, 0, time.monotonic()
     for e in dataset.episodes.values():
         path = folder / f'episode_{e.index:06d}.npy'
         if not path.is_file():
-            frames = []
-            for start in range(0, e.length, batch_size):
-                images = np.stack([dataset.image(e.index, t)
-                                   for t in range(start, min(start + batch_size, e.length))])
-                with torch.no_grad():
-                    frames.append(model.system2.encode_images(images).float().cpu().numpy())
-            tmp = path.with_suffix('.tmp.npy')
-            np.save(tmp, np.concatenate(frames))
-            os.replace(tmp, path)  # a crash never leaves a half-written cache file
+            transform = None if transform_of is None else transform_of(e.index)
+            _encode_episode(dataset, model, e, path, batch_size, transform)
             encoded += e.length
         tokens[e.index] = np.load(path, mmap_mode='r')
         if len(tokens[e.index]) != e.length:
@@ -52,3 +65,25 @@ def load_token_cache(dataset, model, batch_size=32):
         LOG.info('ViT token cache: encoded %d frames in %.1f s into %s', encoded,
                  time.monotonic() - tic, folder)
     return tokens
+
+
+def load_token_cache(dataset, model, batch_size=32, views=0, augment=None):
+    """Tokens for ``dataset``, encoding what is missing.
+
+    ``views == 0``: {episode index: (frames, N, D) float32}. Otherwise {episode index:
+    [view 0, ..., view ``views`` - 1]} of augmented frames (``augment``: an
+    ``augment.Augment``).
+    """
+    root = dataset.root / 'cache' / f'vit_{vision_digest(model)}'
+    if not views:
+        return _load(root, dataset, model, batch_size)
+    ranges = json.dumps(dataclasses.asdict(augment), sort_keys=True)
+    aug_root = root / f'aug_{hashlib.sha1(ranges.encode()).hexdigest()[:8]}'
+    per_view = []
+    for view in range(views):
+        def transform_of(episode, view=view):
+            params = augment.draw(np.random.default_rng([episode, view, 20261129]))
+            return lambda image: augment.apply(image, params)
+        per_view.append(_load(aug_root / f'view_{view}', dataset, model, batch_size,
+                              transform_of))
+    return {e: [v[e] for v in per_view] for e in per_view[0]}

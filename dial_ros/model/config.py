@@ -42,6 +42,9 @@ class System1Config:
                               low=2, high=64)
     dit_hidden: int = setting(64, 'DiT width (paper: 1536)', low=16, high=8192)
     dit_heads: int = setting(4, 'DiT attention heads (paper: 32)', low=1, high=128)
+    dropout: float = setting(0.2, 'dropout on the residual branches of the fusion transformer '
+                             'and the DiT while training (the official DIAL code: 0.2)',
+                             low=0.0, high=0.9)
     horizon: int = setting(16, 'action chunk length H', low=1, high=256, unit='steps')
     max_action_dim: int = setting(128, 'actions padded to this width', low=1, high=1024)
     max_state_dim: int = setting(128, 'states padded to this width', low=1, high=1024)

@@ -44,18 +44,20 @@ def feed_forward(dim, mult=4):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm self-attention block (the fusion transformer)."""
+    """Pre-LayerNorm self-attention block (the fusion transformer); ``dropout`` on both
+    residual branches."""
 
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, dropout=0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.ff = feed_forward(dim)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.ff(self.norm2(x))
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.ff(self.norm2(x)))
 
 
 class AdaLayerNorm(nn.Module):
@@ -72,15 +74,17 @@ class AdaLayerNorm(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """AdaLN -> (cross- or self-) attention -> LayerNorm -> feed-forward, both residual."""
+    """AdaLN -> (cross- or self-) attention -> LayerNorm -> feed-forward, both residual
+    (``dropout`` on both branches)."""
 
-    def __init__(self, dim, heads, context_dim=None):
+    def __init__(self, dim, heads, context_dim=None, dropout=0.0):
         super().__init__()
         self.is_cross = context_dim is not None
         self.norm1 = AdaLayerNorm(dim)
         self.attn = Attention(dim, heads, kv_dim=context_dim)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
         self.ff = feed_forward(dim)
+        self.drop = nn.Dropout(dropout)
 
     def zero_init_residuals(self):
         """Make the block an identity map (used when a layer is inserted into a trained net)."""
@@ -91,10 +95,10 @@ class DiTBlock(nn.Module):
     def forward(self, x, temb, context=None, kv=None):
         h = self.norm1(x, temb)
         if self.is_cross:
-            x = x + self.attn(h, context, kv=kv)
+            x = x + self.drop(self.attn(h, context, kv=kv))
         else:
-            x = x + self.attn(h)
-        return x + self.ff(self.norm2(x))
+            x = x + self.drop(self.attn(h))
+        return x + self.drop(self.ff(self.norm2(x)))
 
 
 def sinusoidal_embedding(t, dim, max_period=10000.0):

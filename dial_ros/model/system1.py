@@ -49,7 +49,7 @@ class System1(nn.Module):
         nn.init.normal_(self.type_embed.weight, std=0.02)
         nn.init.normal_(self.token_pos, std=0.02)
         self.fusion_norm = nn.LayerNorm(vlm_dim)
-        self.fusion = nn.ModuleList(TransformerBlock(vlm_dim, cfg.fusion_heads)
+        self.fusion = nn.ModuleList(TransformerBlock(vlm_dim, cfg.fusion_heads, cfg.dropout)
                                     for _ in range(cfg.fusion_layers))
         e = cfg.max_embodiments
         # the state mask goes in too: a human demo has wrist poses but no joint angles
@@ -67,7 +67,8 @@ class System1(nn.Module):
     def _block(self, index, vlm_dim):
         # even blocks cross-attend to the fused tokens, odd blocks self-attend
         return DiTBlock(self.cfg.dit_hidden, self.cfg.dit_heads,
-                        context_dim=vlm_dim if index % 2 == 0 else None)
+                        context_dim=vlm_dim if index % 2 == 0 else None,
+                        dropout=self.cfg.dropout)
 
     def insert_layers(self, vlm_dim):
         """APT stage 2: a new self-attention layer after each stage-1 layer, fed by gated fusion.
@@ -79,7 +80,7 @@ class System1(nn.Module):
         blocks = []
         for block in self.blocks:
             param = next(block.parameters())
-            new = DiTBlock(d, heads).to(param.device, param.dtype)
+            new = DiTBlock(d, heads, dropout=self.cfg.dropout).to(param.device, param.dtype)
             new.zero_init_residuals()
             blocks += [block, new]
             fusion = GatedFusion(d, heads, vlm_dim).to(param.device, param.dtype)

@@ -25,6 +25,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from dial_ros.data.augment import Augment
 from dial_ros.data.dataset import DialDataset, collate, mixed_sampler
 from dial_ros.data.token_cache import load_token_cache
 from dial_ros.model.checkpoint import load_checkpoint, save_checkpoint
@@ -48,8 +49,13 @@ class TrainConfig:
     lr: float = setting(1e-4, 'peak learning rate', low=0.0, high=1.0)
     betas: list = setting([0.95, 0.999], 'AdamW betas')
     weight_decay: float = setting(1e-5, 'AdamW weight decay', low=0.0)
-    warmup_ratio: float = setting(0.05, 'share of steps with a linear lr warmup',
+    warmup_ratio: float = setting(0.05, 'share of steps (of each stage, with '
+                                  'restart_per_stage) with a linear lr warmup',
                                   low=0.0, high=1.0)
+    restart_per_stage: bool = setting(True, 'each stage restarts AdamW and its own warmup + '
+                                      'cosine from the peak rate, as the official code\'s '
+                                      'separate stage runs do (false: one schedule over all '
+                                      'steps, the optimizer state carried over)')
     first_stage_fraction: float = setting(0.5, 'share of steps in the first stage',
                                           low=0.0, high=1.0)
     human_weight: float = setting(-1.0, 'share of human-video samples (-1 = natural share)',
@@ -67,6 +73,12 @@ class TrainConfig:
                             'sample-efficiency runs', low=0)
     cache_tokens: bool = setting(True, 'encode every frame with the frozen ViT once '
                                  '(DATASET/cache) instead of twice per sample per step')
+    augment_views: int = setting(0, 'augmented views per episode in the token cache (random '
+                                 'crop + colour jitter, the same for the current and the '
+                                 'future frame); a view is drawn per sample; 0 = none',
+                                 low=0, high=64)
+    augment: dict = setting({}, 'augmentation ranges overriding dial_ros.data.augment.Augment '
+                            '(crop_scale, brightness, contrast, saturation, hue)')
     grad_clip: float = setting(1.0, 'gradient norm clip', low=0.0)
     model: dict = setting({}, 'ModelConfig overrides, nested as in dial_config.yaml, e.g. '
                           '{system1: {dit_hidden: 128}} (recipe and embodiments come from here)')
@@ -77,6 +89,12 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0
                                            for b in self.betas):
             raise ValueError(f'betas: expected two numbers in [0, 1), got {self.betas!r}')
+        if self.augment_views and not self.cache_tokens:
+            raise ValueError('augment_views: needs cache_tokens (views live in the cache)')
+        try:
+            Augment(**self.augment)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'augment: {err}') from None
         if self.stop_at > self.steps:
             raise ValueError(f'stop_at: {self.stop_at} is beyond steps {self.steps}')
         if self.scale == 'paper' and not self.vlm_path:
@@ -90,14 +108,26 @@ class TrainConfig:
         return from_dict(cls, data).validate()
 
 
+def stage_spans(config):
+    """[(first step, end step)] of the schedule's segments: one per stage when each stage
+    restarts its schedule, else one over the whole run."""
+    first, second = RECIPE_STAGES[config.recipe]
+    boundary = math.ceil(config.steps * config.first_stage_fraction)
+    if config.restart_per_stage and first != second and 0 < boundary < config.steps:
+        return [(0, boundary), (boundary, config.steps)]
+    return [(0, config.steps)]
+
+
 def lr_lambda(config):
-    """Linear warmup to 1, then cosine decay to 0 over the remaining steps."""
-    warmup = int(config.steps * config.warmup_ratio)
+    """Per segment (``stage_spans``): linear warmup to 1, then cosine decay to 0."""
+    spans = stage_spans(config)
 
     def factor(step):
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, config.steps - warmup)
+        start, end = next(((a, b) for a, b in spans if step < b), spans[-1])
+        warmup, k = int((end - start) * config.warmup_ratio), step - start
+        if k < warmup:
+            return (k + 1) / (warmup + 1)
+        progress = (k - warmup) / max(1, end - start - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return factor
 
@@ -268,7 +298,9 @@ class Trainer:
         if not resume:
             self.model = self._build_model().to(self.device)
         if config.cache_tokens:
-            self.dataset.use_tokens(load_token_cache(self.dataset, self.model))
+            self.dataset.use_tokens(load_token_cache(
+                self.dataset, self.model, views=config.augment_views,
+                augment=Augment(**config.augment)))
         self.optimizer = build_optimizer(self.model, config.lr, tuple(config.betas),
                                          config.weight_decay)
         if resume:
@@ -316,7 +348,11 @@ class Trainer:
         self.generator = generator
         sampler = mixed_sampler(self.dataset, None, self.config.batch_size, generator)
         sampler.weights = self.weights
-        return list(sampler)
+        indices = list(sampler)
+        if not self.config.augment_views:
+            return indices
+        views = torch.randint(self.config.augment_views, (len(indices),), generator=generator)
+        return list(zip(indices, views.tolist()))
 
     def batches(self):
         """Yield (step, batch) from ``self.start``; workers load whole batches."""
@@ -337,6 +373,8 @@ class Trainer:
         if self.model.stage != stage:
             LOG.info('stage %s -> %s', self.model.stage, stage)
             self.model.set_stage(stage)
+            if self.config.restart_per_stage:
+                self.optimizer.state.clear()  # AdamW starts afresh, as a new run would
         added = sync_optimizer(self.model, self.optimizer)
         if added:
             factor = lr_lambda(self.config)
