@@ -51,3 +51,37 @@ def markdown_table(rows):
                      f'{r["episodes"]} | {_pct(r["success_rate"])} ({_pct(r["ci95_low"])}-'
                      f'{_pct(r["ci95_high"])}) | {_pct(r["task_completion"])} | {time_s} |')
     return '\n'.join(lines) + '\n'
+
+
+def mcnemar_exact(only_a, only_b):
+    """Two-sided exact McNemar p-value from the discordant pairs (a binomial test at 1/2)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_difference(a, b, resamples=10000, seed=0):
+    """Success of method A minus method B on the same episodes (paired by seed).
+
+    ``a``, ``b``: {seed: success}. Only the seeds both have count. Returns {pairs, rate_a,
+    rate_b, difference, ci95_low, ci95_high (paired bootstrap percentile interval),
+    only_a, only_b (discordant pairs), mcnemar_p (exact, two-sided)}.
+    """
+    import numpy as np
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError('paired_difference: the two runs share no seeds')
+    x = np.array([bool(a[s]) for s in seeds], float)
+    y = np.array([bool(b[s]) for s in seeds], float)
+    diff = x - y
+    rng = np.random.default_rng(seed)
+    boot = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    only_a, only_b = int(np.sum(diff > 0)), int(np.sum(diff < 0))
+    return {'pairs': len(seeds), 'rate_a': float(x.mean()), 'rate_b': float(y.mean()),
+            'difference': float(diff.mean()),
+            'ci95_low': float(np.percentile(boot, 2.5)),
+            'ci95_high': float(np.percentile(boot, 97.5)),
+            'only_a': only_a, 'only_b': only_b, 'mcnemar_p': mcnemar_exact(only_a, only_b)}

@@ -1,0 +1,116 @@
+"""Scripted-expert demonstrations generated in process (no ROS), written as a dataset.
+
+    python -m dial_ros.data.sim_demos --out work/ds --demos 200 --noise-std 0.03
+
+The fast path for iterating on data and training recipes: the embedded sim and the
+closed-loop expert step in one process (about 2.5 s an episode instead of 5.3 s through the
+launch and the recorder) and the frames go straight into the LeRobot writer that
+``convert`` uses. Frame k is the camera image and joint readings before step k; action k is
+the expert's clean target computed from them (with ``--noise-std`` the robot executes the
+target plus DART noise, see ``sim.expert.CommandNoise``). Only successful episodes are kept
+(the lift held for 1 s). Seeds run from ``--seed`` upwards; the dataset records them. The
+recorded pipeline (``record_demos`` + ``convert``) remains the reference one.
+"""
+import argparse
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+
+from dial_ros.data.align import Frames
+from dial_ros.data.lerobot import LeRobotWriter
+from dial_ros.data.video import pick_codec
+
+LOG = logging.getLogger('dial_ros.sim_demos')
+INSTRUCTION = 'pick up the cube and lift it'   # the humanoid launch's default instruction
+
+
+def expert_episode(sim, expert, seed, task=None, noise=None):
+    """(success, images, states, labels) of one expert episode from ``sim.reset(seed)``."""
+    from dial_ros.sim.expert import SUCCESS_HOLD_S
+    obs = sim.reset(seed=seed, task=task)
+    expert.reset(obs)
+    if noise is not None:
+        noise.reset(seed + 7_919)
+    images, states, labels = [], [], []
+    extra = int(np.ceil(SUCCESS_HOLD_S / sim.control_dt)) + 1
+    while not expert.done or extra > 0:
+        extra -= expert.done
+        label = expert.act(obs)
+        images.append(obs['image'])
+        states.append(obs['joint_positions'])
+        labels.append(label)
+        obs = sim.step(label if noise is None else noise(label, expert.phase))
+        if expert.done and sim.held_success():
+            break
+    return sim.held_success(), images, np.array(states), np.array(labels)
+
+
+def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.3,
+             task=None, vcodec=None, instruction=INSTRUCTION, max_episodes=None):
+    """Write ``demos`` successful episodes into a new dataset at ``out``; returns a summary."""
+    import dial_ros.sim  # noqa: F401 - headless GL backend before mujoco
+    from dial_ros.embodiment import load_embodiment
+    from dial_ros.sim.expert import CommandNoise, ScriptedExpert
+    from dial_ros.sim.gr1_env import GR1Sim
+    spec = load_embodiment('gr1_sim')
+    codec = pick_codec(vcodec)
+    options = {'source': 'dial_ros.data.sim_demos', 'noise_std': noise_std,
+               'noise_time_s': noise_time_s, 'grasp_scale': grasp_scale, 'task': task or {},
+               'first_seed': seed}
+    writer = LeRobotWriter(out, spec, 20.0, 224, codec, extra_info=options)
+    tic, kept, tried, seeds = time.monotonic(), 0, 0, []
+    with GR1Sim() as sim:
+        expert = ScriptedExpert(sim)
+        noise = CommandNoise(sim, noise_std, noise_time_s, grasp_scale) if noise_std else None
+        while kept < demos and (max_episodes is None or tried < max_episodes):
+            ok, images, states, labels = expert_episode(sim, expert, seed + tried, task, noise)
+            tried += 1
+            if not ok:
+                LOG.info('seed %d: failed, skipped', seed + tried - 1)
+                continue
+            n = len(images)
+            frames = Frames(np.arange(n), np.arange(n) * sim.control_dt, states,
+                            np.ones(n, bool), labels, np.ones(n, bool),
+                            np.zeros((n, 18)), np.zeros(n, bool), 'teleop', [])
+            writer.add_episode(frames, images, instruction,
+                               {'seed': seed + tried - 1, 'outcome': 'success',
+                                'source': 'teleop', 'task': 'lift'})
+            kept += 1
+            seeds.append(seed + tried - 1)
+            if kept % 10 == 0:
+                LOG.info('%d/%d demos (%d episodes, %.0f s)', kept, demos, tried,
+                         time.monotonic() - tic)
+    writer.extra_info['seeds'] = seeds
+    writer.close()
+    return {'out': str(out), 'demos': kept, 'episodes': tried,
+            'expert_success_rate': kept / max(tried, 1),
+            'seconds': round(time.monotonic() - tic, 1)}
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--out', required=True, help='dataset folder to create')
+    p.add_argument('--demos', type=int, required=True, help='successful episodes wanted')
+    p.add_argument('--seed', type=int, default=0, help='seed of the first episode')
+    p.add_argument('--noise-std', type=float, default=0.0, help='DART noise (rad)')
+    p.add_argument('--noise-time', type=float, default=0.3, help='its correlation time (s)')
+    p.add_argument('--grasp-scale', type=float, default=0.3,
+                   help='noise scale while grasping and lifting')
+    p.add_argument('--task', default='{}', help='JSON TaskSpec overrides')
+    p.add_argument('--vcodec', default=None, help='video codec (default: lossless)')
+    args = p.parse_args(argv)
+    if not 1 <= args.demos <= 100000:
+        LOG.error('--demos: %d is not in 1..100000', args.demos)
+        return 2
+    summary = generate(args.out, args.demos, args.seed, args.noise_std, args.noise_time,
+                       args.grasp_scale, json.loads(args.task), args.vcodec)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
