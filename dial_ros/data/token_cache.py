@@ -87,3 +87,16 @@ def load_token_cache(dataset, model, batch_size=32, views=0, augment=None):
         per_view.append(_load(aug_root / f'view_{view}', dataset, model, batch_size,
                               transform_of))
     return {e: [v[e] for v in per_view] for e in per_view[0]}
+
+
+def token_stats(tokens, max_frames=20000, seed=0):
+    """(mean map (N, D), scale) of cached tokens ({episode: array or [views]}): the mean per
+    position and channel and the rms of the centred tokens, over up to ``max_frames``."""
+    arrays = [v[0] if isinstance(v, list) else v for v in tokens.values()]
+    index = [(a, t) for a in range(len(arrays)) for t in range(len(arrays[a]))]
+    rng = np.random.default_rng(seed)
+    if len(index) > max_frames:
+        index = [index[i] for i in rng.choice(len(index), max_frames, replace=False)]
+    frames = np.stack([np.asarray(arrays[a][t], np.float64) for a, t in index])
+    mean = frames.mean(0)
+    return mean.astype(np.float32), float(np.sqrt(np.mean((frames - mean) ** 2)))

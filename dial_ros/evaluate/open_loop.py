@@ -10,6 +10,12 @@ On frames of expert episodes the model never saw, it measures
   on System-2's foresight, on a copy of the current tokens, and on zeros.
 If the chunk is good with the ground truth and with the foresight, the model is not the
 problem on the expert's own states, and closed-loop failures come from drift.
+
+The averages hide the moment that decides the reach: the first frame, where every episode
+starts from the same pose and only the image tells where the cube is. ``start_slope_*`` is
+the pooled slope of the chunk's last waypoint on the expert's (waist and right arm, each
+joint centred over the episodes) at frame 0: 1 when the plan follows the cube as the
+expert's does, 0 when the policy plays the average reach whatever it sees.
 """
 import argparse
 import json
@@ -50,7 +56,33 @@ def diagnose(policy, dataset, windows=10, seed=0):
     out = {'windows': len(world), 'l_world_foresight': float(np.mean(world)),
            'l_world_copy_current': float(np.mean(copy))}
     out.update({f'action_mae_{k}': float(np.mean(v)) for k, v in errors.items()})
+    out.update(start_slopes(policy, dataset, cols))
     return out
+
+
+def pooled_slope(expert, predicted):
+    """Slope of ``predicted`` on ``expert`` ((episodes, joints)), each joint centred."""
+    g = expert - expert.mean(0)
+    p = predicted - predicted.mean(0)
+    return float(np.sum(g * p) / max(np.sum(g * g), 1e-12))
+
+
+def start_slopes(policy, dataset, cols, seeds=4):
+    """Frame-0 image dependence: {start_slope_foresight, start_slope_ground_truth}."""
+    horizon = policy.horizon
+    expert, by = [], {'foresight': [], 'ground_truth': []}
+    for e in dataset.episodes.values():
+        obs = policy.encode_frame(dataset.image(e.index, 0))
+        future = policy.encode_frame(dataset.image(
+            e.index, min(dataset.future_offset, e.length - 1)))
+        intent = policy.foresee(obs, dataset.tasks[int(dataset.task_index[e.start])])
+        q = dataset.state[e.start].astype(np.float64)
+        expert.append(dataset.action[e.start + min(horizon - 1, e.length - 1)][cols])
+        for name, condition in (('foresight', intent), ('ground_truth', future)):
+            chunks = [policy.act(obs, condition, q, seed=s) for s in range(seeds)]
+            by[name].append(np.mean(chunks, axis=0)[-1, cols])
+    expert = np.array(expert)
+    return {f'start_slope_{k}': pooled_slope(expert, np.array(v)) for k, v in by.items()}
 
 
 def main(argv=None):

@@ -67,6 +67,13 @@ class ModelConfig:
                                  low=1, high=4096)
     foresight_horizon: int = setting(16, 'the intent predicts ViT tokens of frame t+H',
                                      low=1, high=1000, unit='steps')
+    center_tokens: bool = setting(False, 'subtract the training set\'s mean ViT token map (per '
+                                  'position and channel) and divide by the tokens\' spread '
+                                  'before System-2 and System-1 read them; the statistics '
+                                  'are computed by the trainer and saved with the model')
+    world_head_copy: bool = setting(False, 'end_to_end: a copy of the MLP head takes L_world '
+                                    'while the head that feeds System-1 learns from L_fm only '
+                                    '(the official code\'s last stage)')
     recipe: str = setting('dial', 'action-expert recipe: dial (two-stage DIAL), apt '
                           '(vision-action prior, then gated language fusion) or groot (baseline: '
                           'System-1 on VLM features, no foresight)', choices=RECIPES)

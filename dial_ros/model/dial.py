@@ -17,6 +17,7 @@ Stages (``set_stage``):
   see the language: harmless on a one-instruction task, a limit on multi-task data.
 In every stage the ViT and the text embedding table stay frozen.
 """
+import copy
 import logging
 
 import torch
@@ -32,6 +33,28 @@ RECIPE_STAGES = {'dial': ('warmup', 'end_to_end'), 'apt': ('apt_prior', 'apt_lan
                  'groot': ('vlm_features', 'vlm_features')}
 # stages in which System-1 is conditioned on the ground-truth future tokens
 TEACHER_FORCED = ('warmup', 'apt_prior')
+
+
+class TokenNorm(nn.Module):
+    """(tokens - mean map) / scale, with the statistics of the training set's ViT tokens.
+
+    With a frozen (here random) ViT most of each token is the static scene; the part that
+    moves with the cube and the arm is a few per cent of it. Centring per position and
+    channel makes that part what the systems see first. Buffers: saved with the weights.
+    """
+
+    def __init__(self, num_tokens, dim):
+        super().__init__()
+        self.register_buffer('mean', torch.zeros(num_tokens, dim))
+        self.register_buffer('scale', torch.ones(()))
+
+    def set_stats(self, mean, scale):
+        with torch.no_grad():
+            self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+            self.scale.fill_(float(scale))
+
+    def forward(self, tokens):
+        return (tokens - self.mean.to(tokens.dtype)) / self.scale.to(tokens.dtype)
 
 
 def masked_mse(pred, target, mask):
@@ -61,6 +84,7 @@ class DialModel(nn.Module):
         depth = cfg1.dit_layers // 2 if config.recipe == 'apt' else cfg1.dit_layers
         self.system1 = System1(cfg1, dim, num_layers=depth, num_tokens=config.num_foresight)
         self.system1.to(self.system2.queries.dtype)
+        self.token_norm = TokenNorm(config.num_foresight, dim) if config.center_tokens else None
         self.stage = None
         self.set_stage(RECIPE_STAGES[config.recipe][0])
 
@@ -76,13 +100,17 @@ class DialModel(nn.Module):
         if stage == 'apt_language' and not self.system1.needs_vlm_features:
             points = self.system1.insert_layers(self.system2.hidden_size)
             LOG.info('APT stage 2: inserted %d layers with gated fusion', points)
+        if stage == 'end_to_end' and self.config.world_head_copy and \
+                self.system2.world_head is None:
+            self.system2.world_head = copy.deepcopy(self.system2.head)
         self.stage = stage
         for p in self.parameters():
             p.requires_grad_(False)
         for p in self.system1.parameters():
             p.requires_grad_(True)
         self.system2.queries.requires_grad_(True)
-        for p in self.system2.head.parameters():
+        heads = [self.system2.head, self.system2.world_head]
+        for p in (p for head in heads if head is not None for p in head.parameters()):
             p.requires_grad_(True)
         if stage != 'apt_prior':
             llm = self.system2.adapter.language_model
@@ -105,15 +133,29 @@ class DialModel(nn.Module):
         return tuple(max(1, round((i + 1) * layers / points)) for i in range(points))
 
     # --- forward pieces ------------------------------------------------------------------
+    def normalize_tokens(self, tokens):
+        """ViT tokens as the two systems read them (centred with ``center_tokens``)."""
+        return tokens if self.token_norm is None else self.token_norm(tokens)
+
+    def _condition(self, condition):
+        # the foresight lives in ViT-token space; the GR00T-style features do not
+        return condition if self.stage == 'vlm_features' else self.normalize_tokens(condition)
+
     def foresee(self, obs_tokens, instructions):
         """Latent intent (B, N, D) and the gated-fusion features for System-1."""
-        intent, ctx = self.system2(obs_tokens, instructions,
+        intent, features, _ = self._foresee(obs_tokens, instructions)
+        return intent, features
+
+    def _foresee(self, obs_tokens, instructions):
+        """(condition for System-1, gated-fusion features, prediction for L_world)."""
+        intent, ctx = self.system2(self.normalize_tokens(obs_tokens), instructions,
                                    mask_language=self.stage == 'apt_prior',
                                    hidden_layers=self.fusion_depths())
         features = [(layer, ctx['mask']) for layer in ctx['layers']]
         if self.stage == 'vlm_features':
-            return ctx['image_features'], features
-        return intent, features
+            return ctx['image_features'], features, None
+        world = self.system2.world_head
+        return intent, features, intent if world is None else world(ctx['query_states'])
 
     def sample_tau(self, batch_size, device):
         cfg = self.config.system1
@@ -139,11 +181,11 @@ class DialModel(nn.Module):
         """(L_world, L_fm) as differentiable scalars."""
         obs = self._tokens(batch, 'obs_tokens', 'images')
         future = self._tokens(batch, 'future_tokens', 'future_images')
-        intent, features = self.foresee(obs, batch['instructions'])
-        if self.stage == 'vlm_features':
+        intent, features, predicted = self._foresee(obs, batch['instructions'])
+        if predicted is None:
             loss_world = torch.zeros((), device=obs.device)  # no foresight to supervise
         else:
-            loss_world = F.mse_loss(intent.float(), future.float())
+            loss_world = F.mse_loss(predicted.float(), future.float())
         condition = future if self.stage in TEACHER_FORCED else intent
         mask = batch['action_mask']
         # padded / missing dims are zero, as at inference, so they carry no information
@@ -151,7 +193,7 @@ class DialModel(nn.Module):
         noise = torch.randn_like(actions)
         tau = self.sample_tau(actions.shape[0], actions.device).to(actions.dtype)
         noisy = tau[:, None, None] * actions + (1 - tau[:, None, None]) * noise
-        context = self.system1.fuse(condition, obs)
+        context = self.system1.fuse(self._condition(condition), self.normalize_tokens(obs))
         state = self.system1.encode_state(batch['state'].to(intent.dtype), batch['state_mask'],
                                           batch['embodiment'])
         velocity = self.system1.velocity(context, state, noisy, tau, batch['embodiment'],
@@ -177,7 +219,7 @@ class DialModel(nn.Module):
         if noise is None:
             noise = torch.randn(shape, generator=generator, device=obs_tokens.device)
         actions = noise.to(obs_tokens.dtype)
-        context = self.system1.fuse(intent, obs_tokens)
+        context = self.system1.fuse(self._condition(intent), self.normalize_tokens(obs_tokens))
         state_token = self.system1.encode_state(state, state_mask, embodiment)
         cache = self.system1.context_cache(context)
         dt = 1.0 / steps

@@ -136,7 +136,7 @@ class Qwen25VLAdapter(nn.Module):
                 seed=vlm_cfg.seed, image_size=vlm_cfg.image_size,
                 hidden_size=vlm_cfg.tiny_hidden, num_layers=vlm_cfg.tiny_layers,
                 num_heads=vlm_cfg.tiny_heads, vision_hidden=vlm_cfg.tiny_vision_hidden,
-                vision_depth=vlm_cfg.tiny_vision_depth)
+                vision_depth=vlm_cfg.tiny_vision_depth, vision_init=vlm_cfg.tiny_vision_init)
             return cls(model.to(dtype), tokenizer, processor, vlm_cfg.image_size)
         return cls.from_folder(vlm_cfg.path, vlm_cfg.image_size, dtype)
 
@@ -183,6 +183,7 @@ class System2(nn.Module):
             init = table.mean(0) + table.std(0) * torch.randn(num_queries, d)
         self.queries = nn.Parameter(init.to(adapter.embed_tokens.weight.dtype))
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.world_head = None   # the L_world copy of the head (``world_head_copy``)
         adapter.freeze_vision_and_embeddings()
 
     @property
@@ -213,7 +214,8 @@ class System2(nn.Module):
         # gated-fusion context: image and (unless masked) instruction tokens
         context_mask = (image_mask | language) & attention.bool()
         image_features = last[image_mask].reshape(vit_tokens.shape[0], -1, last.shape[-1])
-        return intent, {'layers': layers, 'mask': context_mask, 'image_features': image_features}
+        return intent, {'layers': layers, 'mask': context_mask, 'image_features': image_features,
+                        'query_states': last[:, -self.num_queries:]}
 
     def encode_images(self, images):
         """uint8 frames (B, S, S, 3) -> frozen ViT tokens (B, N, D), no gradient."""

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from dial_ros.data.augment import Augment
 from dial_ros.data.dataset import DialDataset, collate, mixed_sampler
-from dial_ros.data.token_cache import load_token_cache
+from dial_ros.data.token_cache import load_token_cache, token_stats
 from dial_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from dial_ros.model.config import ModelConfig, paper_config, tiny_config
 from dial_ros.model.dial import DialModel, RECIPE_STAGES
@@ -80,6 +80,10 @@ class TrainConfig:
     augment: dict = setting({}, 'augmentation ranges overriding dial_ros.data.augment.Augment '
                             '(crop_scale, brightness, contrast, saturation, hue)')
     grad_clip: float = setting(1.0, 'gradient norm clip', low=0.0)
+    state_dropout: float = setting(0.0, 'share of samples whose robot state is hidden (mask '
+                                   'off, as for a sample without joint readings), so that '
+                                   'the policy cannot copy its next target from the state '
+                                   'alone', low=0.0, high=1.0)
     model: dict = setting({}, 'ModelConfig overrides, nested as in dial_config.yaml, e.g. '
                           '{system1: {dit_hidden: 128}} (recipe and embodiments come from here)')
 
@@ -301,6 +305,14 @@ class Trainer:
             self.dataset.use_tokens(load_token_cache(
                 self.dataset, self.model, views=config.augment_views,
                 augment=Augment(**config.augment)))
+        if not resume and self.model.token_norm is not None:
+            if not config.cache_tokens:
+                raise ValueError('model.center_tokens: needs cache_tokens (the statistics come '
+                                 'from the token cache)')
+            mean, scale = token_stats(self.dataset.tokens)
+            self.model.token_norm.set_stats(mean, scale)
+            LOG.info('token centring: scale %.4f (token rms %.4f)', scale,
+                     float(np.sqrt(np.mean(mean ** 2) + scale ** 2)))
         self.optimizer = build_optimizer(self.model, config.lr, tuple(config.betas),
                                          config.weight_decay)
         if resume:
@@ -399,6 +411,10 @@ class Trainer:
                 view = _DDPView(self.model) if self.world > 1 else self.model
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v
                      for k, v in batch.items()}
+            if c.state_dropout:
+                g = torch.Generator().manual_seed(c.seed * 1_000_003 + step)
+                drop = torch.rand(len(batch['state_mask']), generator=g) < c.state_dropout
+                batch['state_mask'] = batch['state_mask'] & ~drop[:, None].to(self.device)
             lr = self.optimizer.param_groups[0]['lr']
             tic = time.monotonic()
             metrics = train_step(view, batch, self.optimizer, c.grad_clip, self.scheduler)
