@@ -1,10 +1,12 @@
 """Record -> read back -> dataset, from the live sim driven by the scripted expert.
 
 The humanoid launch with ``driver:=expert record:=true``: the expert drives the sim through
-the command topic, the recorder follows its episode events. The episode bag is read back by
-two independent readers (the ``mcap`` library with its ROS 2 decoder, and ``rosbags``),
-counts are compared with metadata.yaml and with the sim's publishing rate, and the episode
-converts to a LeRobot v3.0 dataset whose batch trains a tiny DIAL model for one step.
+the command topic (with DART noise: the executed command is the clean target plus noise,
+the target goes out on /expert/action_label), the recorder follows its episode events.
+The episode bag is read back by two independent readers (the ``mcap`` library with its
+ROS 2 decoder, and ``rosbags``), counts are compared with metadata.yaml and with the sim's
+publishing rate, and the episode converts to a LeRobot v3.0 dataset whose batch trains a
+tiny DIAL model for one step.
 """
 import collections
 import time
@@ -15,6 +17,7 @@ import yaml
 from rosgraph import PYTHON, domain_id, start, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+DART_STD = 0.03
 
 
 def finished_episodes(folder):
@@ -29,11 +32,13 @@ def finished_episodes(folder):
 
 @pytest.fixture(scope='module')
 def episode(tmp_path_factory):
+    from dial_ros.launch_runner.child import write_params
     root = tmp_path_factory.mktemp('record')
     domain = domain_id('record')
+    params = write_params(root / 'params.yaml', {'expert': {'noise_std': DART_STD}})
     launch = start([PYTHON, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
                     'driver:=expert', 'record:=true', f'record_dir:={root / "demos"}',
-                    'duration:=240'], domain, root / 'launch.log')
+                    f'config:={params}', 'duration:=240'], domain, root / 'launch.log')
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not finished_episodes(root / 'demos'):
@@ -97,6 +102,34 @@ def test_episode_converts_to_a_dataset_that_trains(episode):
     model = build_model('tiny', embodiments=['gr1_sim'])
     loss, metrics = model.compute_loss(batch)
     assert torch.isfinite(loss) and metrics['loss_fm'] > 0
+
+
+def test_dart_recording_keeps_the_clean_label_as_the_action(episode):
+    """The robot executed label + noise on the waist and right arm; the dataset's action is
+    the expert's clean label, not the noisy command."""
+    import numpy as np
+
+    from dial_ros.data.bag import read_episode
+    from dial_ros.data.dataset import DialDataset
+    from dial_ros.embodiment import load_embodiment
+    from dial_ros.sim.expert import IK_JOINTS
+    path, _, _, root = episode
+    raw = read_episode(path)
+    assert len(raw.labels) == len(raw.commands) > 20
+    labels, commands = np.array(raw.labels), np.array(raw.commands)
+    arm = [i for i, n in enumerate(load_embodiment('gr1_sim').joint_names) if n in IK_JOINTS]
+    other = sorted(set(range(labels.shape[1])) - set(arm))
+    noise = commands[:, arm] - labels[:, arm]
+    assert 0.3 * DART_STD < noise.std() < 3 * DART_STD
+    assert np.array_equal(commands[:, other], labels[:, other])
+    dataset = root / 'dataset'
+    if not dataset.is_dir():
+        pytest.skip('the conversion test did not run')
+    actions = DialDataset(dataset).action.astype(np.float64)
+    # every action row is a recorded label (float32 storage), none a noisy command
+    to_label = np.abs(actions[:, None] - labels[None]).max(axis=2).min(axis=1)
+    to_command = np.abs(actions[:, None] - commands[None]).max(axis=2).min(axis=1)
+    assert np.all(to_label < 1e-6) and np.median(to_command) > 1e-3
 
 
 def test_training_command_on_the_recorded_dataset(episode):
