@@ -70,6 +70,9 @@ class Params:
                            'episode)', low=1, high=200, unit='Hz')
     closed_loop: bool = setting(True, 're-plan every step from the measured joints and the cube '
                                 'pose (false: the first, open-loop expert; next episode)')
+    align_yaw: bool = setting(False, "turn the hand to square up with the cube's yaw (off: one "
+                              'hand orientation, the grasp the policy can learn from the '
+                              'tiny ViT; next episode)')
     noise_std: float = setting(0.0, 'DART: std of the noise added to the executed command of '
                                'the waist and right arm (the clean target goes to '
                                '/expert/action_label); 0 = none; next episode', low=0.0,
@@ -107,10 +110,10 @@ class KinematicModel:
         return self.pose
 
 
-def make_expert(kinematics, rate_hz, closed_loop=True):
+def make_expert(kinematics, rate_hz, closed_loop=True, align_yaw=False):
     """A ScriptedExpert whose phase lengths and velocity clamps fit ``rate_hz`` ticks."""
     kinematics.control_dt = 1.0 / rate_hz
-    expert = ScriptedExpert(kinematics, closed_loop=closed_loop)
+    expert = ScriptedExpert(kinematics, closed_loop=closed_loop, align_yaw=align_yaw)
     scale = rate_hz / PLAN_HZ
     for name in ('PHASES', 'RETRY_PHASES'):
         setattr(expert, name, tuple((phase, max(1, round(steps * scale)))
@@ -222,7 +225,7 @@ class ExpertNode(Node):
             return
         self.kinematics.pose = pose[1]
         p = self.params
-        self.expert = make_expert(self.kinematics, p.rate_hz, p.closed_loop)
+        self.expert = make_expert(self.kinematics, p.rate_hz, p.closed_loop, p.align_yaw)
         self.noise = CommandNoise(self.kinematics, p.noise_std, p.noise_time_s,
                                   p.noise_grasp_scale, seed=self._seed) if p.noise_std else None
         if self.timer.timer_period_ns != int(1e9 / p.rate_hz):
