@@ -13,6 +13,9 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
+    # the distilled vision tower (VLMConfig.tiny_vision_init); colcon installs the whole
+    # source folder (CMakeLists.txt), the editable install reads it in place
+    package_data={PACKAGE: ['model/weights/*.safetensors']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

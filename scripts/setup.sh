@@ -46,7 +46,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# 3. rosidl interfaces from msg/ (skipped when unchanged).
+# 3. The EfficientNet-Lite0 teacher of dial_ros.model.distill_tower as safetensors (the
+#    package never unpickles): converted once from the wheel's tensor-only pickle.
+teacher="${DIAL_ROS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dial_ros}/teacher"
+teacher="$teacher/efficientnet-lite0-57934424.safetensors"
+if [ ! -f "$teacher" ]; then
+  log "converting the distillation teacher to $teacher"
+  "$PY" scripts/convert_teacher.py --out "$teacher" >/dev/null
+fi
+
+# 4. rosidl interfaces from msg/ (skipped when unchanged).
 if [ -x scripts/build_interfaces.sh ]; then
   scripts/build_interfaces.sh
 fi

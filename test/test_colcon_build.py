@@ -71,6 +71,8 @@ def test_install_tree_has_python_package_and_messages(install_prefix):
     sources = {p.relative_to(ROOT / 'dial_ros') for p in (ROOT / 'dial_ros').rglob('*.py')
                if '__pycache__' not in p.parts}
     assert sources and all((pkg / p).is_file() for p in sources)
+    # package data: the distilled vision tower (VLMConfig.tiny_vision_init)
+    assert (pkg / 'model' / 'weights' / 'tiny_vit_effnet_lite0.safetensors').is_file()
 
 
 def test_install_tree_has_node_wrappers(install_prefix):

@@ -28,6 +28,11 @@ class VLMConfig:
     tiny_heads: int = setting(4, 'tiny: LLM attention heads', low=1, high=64)
     tiny_vision_hidden: int = setting(32, 'tiny: ViT width', low=16, high=4096)
     tiny_vision_depth: int = setting(2, 'tiny: ViT depth', low=1, high=64)
+    tiny_vision_init: str = setting('random', 'tiny: ViT weights: random (drawn from seed) or '
+                                    'effnet_lite0 (distilled from an ImageNet EfficientNet-'
+                                    'Lite0 on the sim task frames, shipped in '
+                                    'dial_ros/model/weights; needs the ViT sizes it was '
+                                    'distilled at)', choices=('random', 'effnet_lite0'))
     seed: int = setting(0, 'tiny: initialisation seed', low=0)
 
 

@@ -4,6 +4,10 @@ The tiny model is the real transformers ``Qwen2_5_VLForConditionalGeneration`` c
 small sizes, a byte-level tokenizer built with ``tokenizers`` (256 byte symbols plus the
 Qwen special tokens) and the Pillow image processor. It goes through exactly the same code
 path as a real Qwen2.5-VL checkpoint folder.
+
+Its vision tower is random by default; ``vision_init='effnet_lite0'`` loads the tower
+distilled from an ImageNet EfficientNet-Lite0 that ships with the package
+(``dial_ros/model/weights``, written by ``dial_ros.model.distill_tower``).
 """
 import json
 import pathlib
@@ -64,6 +68,47 @@ def tiny_vlm_config(tokenizer, hidden_size=64, num_layers=2, num_heads=4, vision
 
 
 MERGER_INIT_STD = 0.1
+WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / 'weights'
+# pretrained vision towers shipped in WEIGHTS_DIR (VLMConfig.tiny_vision_init)
+TOWER_FILES = {'effnet_lite0': 'tiny_vit_effnet_lite0.safetensors'}
+TOWER_SIZES = {'vision_hidden': 'tiny_vision_hidden', 'vision_depth': 'tiny_vision_depth',
+               'out_hidden': 'tiny_hidden'}
+
+
+def tower_file(name):
+    """Path of the shipped vision tower ``name`` (a key of ``TOWER_FILES``)."""
+    if name not in TOWER_FILES:
+        raise ValueError(f'vision tower {name!r} is not one of {sorted(TOWER_FILES)}')
+    path = WEIGHTS_DIR / TOWER_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(f'vision tower {name!r}: {path} is missing from the install')
+    return path
+
+
+def load_tower(model, name, path=None):
+    """Load a vision tower into ``model.model.visual``; returns its metadata.
+
+    ``name``: a shipped tower (``TOWER_FILES``); ``path``: a file instead (e.g. a fresh
+    ``distill_tower`` export). The tower only fits the sizes it was distilled at (in its
+    metadata); another size raises ValueError naming the settings to change.
+    """
+    from safetensors import safe_open
+    path = pathlib.Path(path) if path else tower_file(name)
+    with safe_open(str(path), framework='pt') as f:
+        meta = dict(f.metadata() or {})
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    visual = model.model.visual
+    have = {'vision_hidden': visual.config.hidden_size, 'vision_depth': visual.config.depth,
+            'out_hidden': visual.config.out_hidden_size}
+    want = {k: int(meta.get(k, -1)) for k in have}
+    if have != want:
+        need, got = (', '.join(f'{TOWER_SIZES[k]}={v}' for k, v in sizes.items())
+                     for sizes in (want, have))
+        raise ValueError(f'tiny_vision_init={name!r}: the tower {path.name} needs {need} '
+                         f'(the config has {got})')
+    dtype = next(visual.parameters()).dtype
+    visual.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    return meta
 
 
 def image_processor_for(image_size):
@@ -73,8 +118,13 @@ def image_processor_for(image_size):
                                     patch_size=14, merge_size=2, temporal_patch_size=2)
 
 
-def build_tiny_vlm(seed=0, image_size=224, **sizes):
-    """Return (model, tokenizer, image_processor) of a randomly initialised tiny Qwen2.5-VL."""
+def build_tiny_vlm(seed=0, image_size=224, vision_init='random', **sizes):
+    """Return (model, tokenizer, image_processor) of a tiny Qwen2.5-VL.
+
+    Everything is drawn at random from ``seed``; ``vision_init`` other than 'random' then
+    replaces the vision tower by the shipped one of that name (``load_tower``), so the
+    language model's weights are the same for either tower.
+    """
     tokenizer = build_tiny_tokenizer()
     config = tiny_vlm_config(tokenizer, **sizes)
     with torch.random.fork_rng():
@@ -88,17 +138,20 @@ def build_tiny_vlm(seed=0, image_size=224, **sizes):
             if isinstance(layer, torch.nn.Linear):
                 torch.nn.init.normal_(layer.weight, std=MERGER_INIT_STD)
                 torch.nn.init.zeros_(layer.bias)
+    if vision_init != 'random':
+        load_tower(model, vision_init)
     return model.eval(), tokenizer, image_processor_for(image_size)
 
 
-def save_tiny_vlm(folder, seed=0, image_size=224, **sizes):
+def save_tiny_vlm(folder, seed=0, image_size=224, vision_init='random', **sizes):
     """Write a tiny Qwen2.5-VL checkpoint folder, loadable like a downloaded one."""
     folder = pathlib.Path(folder)
-    model, tokenizer, processor = build_tiny_vlm(seed, image_size, **sizes)
+    model, tokenizer, processor = build_tiny_vlm(seed, image_size, vision_init, **sizes)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     processor.save_pretrained(folder)
-    (folder / 'dial_ros_tiny.json').write_text(json.dumps({'seed': seed, **sizes}))
+    (folder / 'dial_ros_tiny.json').write_text(
+        json.dumps({'seed': seed, 'vision_init': vision_init, **sizes}))
     return folder
 
 
