@@ -109,6 +109,7 @@ def test_dart_recording_keeps_the_clean_label_as_the_action(episode):
     the expert's clean label, not the noisy command."""
     import numpy as np
 
+    from dial_ros.data.align import align_episode, nearest
     from dial_ros.data.bag import read_episode
     from dial_ros.data.dataset import DialDataset
     from dial_ros.embodiment import load_embodiment
@@ -122,6 +123,10 @@ def test_dart_recording_keeps_the_clean_label_as_the_action(episode):
     noise = commands[:, arm] - labels[:, arm]
     assert 0.3 * DART_STD < noise.std() < 3 * DART_STD
     assert np.array_equal(commands[:, other], labels[:, other])
+    # each frame's action is the label stamped with its image (the step it answers)
+    frames = align_episode(raw, load_embodiment('gr1_sim'))
+    _, gap = nearest(raw.label_stamps, raw.image_stamps[frames.image_index])
+    assert frames.has_action.mean() > 0.9 and np.all(gap[frames.has_action] < 1e-6)
     dataset = root / 'dataset'
     if not dataset.is_dir():
         pytest.skip('the conversion test did not run')

@@ -8,9 +8,11 @@ Rules (all times on the clock chosen in ``bag.read_episode``):
   matched by joint NAME into the embodiment's order; messages may carry any subset of joints
   in any order, and extra joints are ignored. Leading/trailing frames with no state in
   tolerance are trimmed; interior ones keep the nearest sample, with a warning.
-- Action (``action_align``): when the recording has the teacher's clean labels
-  (``/expert/action_label``: the executed commands carried DART noise) they are the action;
-  else the commands are. ``next`` (default) takes the first ``/dial/joint_commands`` at
+- Action: when the recording has the teacher's clean labels (``/expert/action_label``: the
+  executed commands carried DART noise) they are the action, each frame taking the label
+  stamped with its image's stamp (the label answers that step; receive times would pair
+  some frames with the next step's label), by joint name. Else the commands are the action
+  (``action_align``): ``next`` (default) takes the first ``/dial/joint_commands`` at
   or after the frame time if one comes within ``tolerance``, else the command still in
   effect (the latest before). Action t is then the command issued in response to
   observation t, as in LeRobot recordings; ``previous`` always takes the latest command at
@@ -99,7 +101,11 @@ def align_episode(raw, spec, fps=20.0, tolerance=None, action_align='next', trim
         eef, has_eef = raw.wrists[k], dt <= tol
     if not human:
         state, has_state = _joint_state(raw, spec, times, tol, topics)
-        action, has_action = _commands(raw, spec, times, tol, action_align, topics, warnings)
+        if raw.labels:
+            action, has_action = _labels(raw, spec, raw.image_stamps[image_index], warnings)
+        else:
+            action, has_action = _commands(raw, spec, times, tol, action_align, topics,
+                                           warnings)
     valid = has_eef if human else has_state
     if human and not len(raw.wrists):
         valid = np.ones(n, bool)
@@ -151,23 +157,38 @@ def _joint_state(raw, spec, times, tol, topics):
     return state, ok
 
 
+STAMP_MATCH_S = 1e-4   # a label answers the frame whose stamp it carries (equal by design)
+
+
+def _labels(raw, spec, frame_stamps, warnings):
+    """The teacher's labels by stamp: each frame takes the label answering its image."""
+    missing = [j for j in spec.joint_names if j not in raw.label_names]
+    if missing:
+        raise EpisodeError(f'{raw.name}: labels lack joints of embodiment {spec.name}: '
+                           f'{missing[:4]}')
+    cols = [raw.label_names.index(j) for j in spec.joint_names]
+    labels = np.stack(raw.labels)[:, cols]
+    k, dt = nearest(raw.label_stamps, frame_stamps)
+    has = dt <= STAMP_MATCH_S
+    if not has.all():
+        warnings.append(f'{int(np.sum(~has))} frames have no label stamped with their image')
+    return np.where(has[:, None], labels[k], 0.0), has
+
+
 def _commands(raw, spec, times, tol, action_align, topics, warnings):
     name = raw.name
     n, j = len(times), spec.num_joints
-    topic, commands, command_times = topics.commands, raw.commands, raw.command_times
-    if raw.labels:   # DART: the robot executed label + noise; the label is what to learn
-        topic, commands, command_times = topics.labels, raw.labels, raw.label_times
-    if not commands:
-        raise EpisodeError(f'{name}: missing topic {topic} (source '
+    if not raw.commands:
+        raise EpisodeError(f'{name}: missing topic {topics.commands} (source '
                            f'{raw.tags.get("source", "unknown")!r} needs actions)')
-    keep = [i for i, c in enumerate(commands) if c.shape == (j,)]
+    keep = [i for i, c in enumerate(raw.commands) if c.shape == (j,)]
     if not keep:
-        raise EpisodeError(f'{name}: {topic} has {commands[0].shape[0]} values, '
+        raise EpisodeError(f'{name}: {topics.commands} has {raw.commands[0].shape[0]} values, '
                            f'embodiment {spec.name} expects {j}')
-    if len(keep) < len(commands):
-        warnings.append(f'dropped {len(commands) - len(keep)} commands without {j} values')
-    cmd_t = command_times[keep]
-    cmd = np.stack([commands[i] for i in keep])
+    if len(keep) < len(raw.commands):
+        warnings.append(f'dropped {len(raw.commands) - len(keep)} commands without {j} values')
+    cmd_t = raw.command_times[keep]
+    cmd = np.stack([raw.commands[i] for i in keep])
     if action_align == 'next':
         i = np.searchsorted(cmd_t, times, 'left')
         close = (i < len(cmd_t)) & (cmd_t[np.minimum(i, len(cmd_t) - 1)] - times <= tol)

@@ -41,7 +41,8 @@ class Topics:
     image: str = '/camera/head/image_raw'
     joint_states: str = '/joint_states'
     commands: str = '/dial/joint_commands'
-    # the teacher's clean targets when the executed commands carry DART noise (expert node)
+    # the teacher's clean targets when the executed commands carry DART noise (expert node):
+    # sensor_msgs/JointState stamped with the joint state (= camera frame) they answer
     labels: str = '/expert/action_label'
     instruction: str = '/dial/instruction'
     wrists: str = '/human/wrist_poses'
@@ -59,7 +60,9 @@ class RawEpisode:
     joints: dict            # joint name -> (times (n,), positions (n,))
     command_times: np.ndarray
     commands: list          # 1-D float arrays, as recorded
-    label_times: np.ndarray
+    image_stamps: np.ndarray   # header stamps of the images (s), in image order
+    label_stamps: np.ndarray   # header stamps of the labels: the frame each one answers
+    label_names: list          # joint names of the labels (from their first message)
     labels: list            # the teacher's clean targets (1-D float arrays), if recorded
     instructions: list      # [(time, text)]
     wrist_times: np.ndarray
@@ -187,7 +190,7 @@ class _Collector:
         self.images, self.image_t = [], []
         self.joints = {}
         self.commands, self.command_t = [], []
-        self.labels, self.label_t = [], []
+        self.labels, self.label_t, self.label_names = [], [], []
         self.instructions = []
         self.wrists, self.wrist_t = [], []
         self.bad = {}
@@ -206,8 +209,11 @@ class _Collector:
                 self.commands.append(np.asarray(msg.data, np.float64))
                 self.command_t.append(t_bag)
             elif topic == tp.labels:
-                self.labels.append(np.asarray(msg.data, np.float64))
-                self.label_t.append(t_bag)
+                if list(msg.name) != (self.label_names or list(msg.name)):
+                    raise ValueError('label joint names changed within the episode')
+                self.label_names = list(msg.name)
+                self.labels.append(np.asarray(msg.position, np.float64))
+                self.label_t.append(stamp(msg))
             elif topic == tp.instruction:
                 self.instructions.append((t_bag, msg.data))
             elif topic == tp.wrists:
@@ -347,11 +353,13 @@ def _finish(name, path, tags, got, clock, warnings):
     cmd_order = np.argsort(cmd_t, kind='stable')
     label_t = np.asarray(got.label_t, np.float64)
     label_order = np.argsort(label_t, kind='stable')
+    image_stamps = image_t[:, 1][img_order]
     return RawEpisode(
         name=name, path=path, tags=tags,
         image_times=times(image_t)[img_order], images=[got.images[i] for i in img_order],
         joints=joints, command_times=cmd_t[cmd_order],
-        commands=[got.commands[i] for i in cmd_order], label_times=label_t[label_order],
+        commands=[got.commands[i] for i in cmd_order], image_stamps=image_stamps,
+        label_stamps=label_t[label_order], label_names=got.label_names,
         labels=[got.labels[i] for i in label_order],
         instructions=sorted(got.instructions), wrist_times=times(wrist_t)[order],
         wrists=wrists[order], warnings=warnings)

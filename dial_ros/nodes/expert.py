@@ -16,8 +16,9 @@ and /sim/task_success (std_msgs/Bool, the lift held 1 s) to judge the outcome.
 
 DART (``noise_std`` > 0): the robot executes the expert's target plus temporally
 correlated noise (``sim.expert.CommandNoise``) and the clean target goes out on
-/expert/action_label (std_msgs/Float64MultiArray, always published) so that a recording
-keeps it as the action; the closed-loop expert corrects what the noise did.
+/expert/action_label (sensor_msgs/JointState stamped with the joint state it answers,
+always published) so that a recording keeps it as the action; the closed-loop expert
+corrects what the noise did.
 
 Episode flow (``autoreset`` true): call the sim's ~/reset (std_srvs/Trigger; its JSON reply
 gives the seed and the reset stamp) -> wait for a post-reset joint state and cube pose ->
@@ -44,7 +45,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
 import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
@@ -54,7 +55,8 @@ from dial_ros.sim.expert import CommandNoise, ScriptedExpert
 from dial_ros.sim.gr1_env import GR1Sim
 
 TOPIC_EPISODE = '/expert/episode'
-TOPIC_LABEL = '/expert/action_label'   # the clean target (DART: the command carries noise)
+# the clean target, stamped with the joint state it answers (DART: the command carries noise)
+TOPIC_LABEL = '/expert/action_label'
 PLAN_HZ = 20.0             # ScriptedExpert.PHASES are counted in steps of this rate
 RESET_TIMEOUT_S = 10.0
 QOS_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -137,8 +139,8 @@ class ExpertNode(Node):
         self._success = (0.0, False)
         self.pub_command = self.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
                                                  common.QOS_COMMAND)
-        self.pub_label = self.create_publisher(Float64MultiArray, TOPIC_LABEL,
-                                               common.QOS_COMMAND)
+        self.pub_label = self.create_publisher(JointState, TOPIC_LABEL, common.QOS_COMMAND)
+        self.label_names = list(self.kinematics.joint_names)
         self.noise = None
         self.pub_event = self.create_publisher(String, TOPIC_EPISODE, QOS_EVENTS)
         self.create_subscription(JointState, common.TOPIC_JOINT_STATES, self._on_joints,
@@ -166,7 +168,7 @@ class ExpertNode(Node):
             self.throttle('error', 'joints', f'joint state ignored: {err}')
             return
         if self.state == 'running':
-            self._act(self._joints[1])
+            self._act(self._joints[1], msg.header.stamp)
 
     def _on_pose(self, msg):
         p, o = msg.pose.position, msg.pose.orientation
@@ -236,11 +238,16 @@ class ExpertNode(Node):
         self._event('start', task_preset=self._task)
         self.state = 'running'
 
-    def _act(self, joints):
-        """One target per joint state: the label, and the command the robot executes."""
+    def _act(self, joints, stamp):
+        """One target per joint state: the label, and the command the robot executes.
+
+        The label carries the stamp of the joint state it answers (the sim stamps a step's
+        joint state and camera frame alike), so a converter pairs frame and label exactly.
+        """
         label = self.expert.act({'joint_positions': joints})
         command = label if self.noise is None else self.noise(label, self.expert.phase)
-        self.pub_label.publish(Float64MultiArray(data=label.tolist()))
+        self.pub_label.publish(JointState(header=Header(stamp=stamp), name=self.label_names,
+                                          position=label.tolist()))
         self.pub_command.publish(Float64MultiArray(data=command.tolist()))
         self._steps += 1
 
