@@ -37,6 +37,8 @@ def parser():
     p.add_argument('--first-episode', type=int, default=0, help='index of the first episode')
     p.add_argument('--splits', default=str(DEFAULT_SPLITS), help='splits YAML file')
     p.add_argument('--split', action='append', help='only this split (repeatable)')
+    p.add_argument('--seed-base', type=int, default=None, help="replace the splits file's "
+                   'seed_base (e.g. validation seeds that no reported number uses)')
     p.add_argument('--mode', default='ros', choices=('ros', 'sync'),
                    help="ros: the stack's clocks; sync: a chunk every --replan-steps steps")
     p.add_argument('--replan-steps', type=int, default=2, help='sync mode: steps per chunk')
@@ -89,7 +91,7 @@ def evaluate(args):
         raise ValueError(f'--episodes: {args.episodes} is not in 1..100000')
     if not 1 <= args.workers <= 64:
         raise ValueError(f'--workers: {args.workers} is not in 1..64')
-    plan = load_splits(args.splits, args.split)
+    plan = load_splits(args.splits, args.split, args.seed_base)
     settings = _settings(args)
     label = args.label or (pathlib.Path(args.checkpoint).name if args.checkpoint else 'bundled')
     out = pathlib.Path(args.out or ROOT / 'evals' / 'fast' / label)

@@ -39,8 +39,9 @@ class EvalPlan:
     source: str
 
 
-def load_splits(path, only=None):
-    """EvalPlan from ``path``; ``only``: split names to keep (in file order). ValueError names
+def load_splits(path, only=None, seed_base=None):
+    """EvalPlan from ``path``; ``only``: split names to keep (in file order); ``seed_base``
+    replaces the file's (validation seeds for checkpoint selection, say). ValueError names
     the bad entry."""
     path = pathlib.Path(path)
     if not path.is_file():
@@ -50,7 +51,7 @@ def load_splits(path, only=None):
     if not isinstance(entries, dict) or not entries:
         raise ValueError(f'{path}: splits: expected a mapping of split name -> entry')
     fields = {f.name for f in dataclasses.fields(TaskSpec)}
-    seed_base = data.get('seed_base', 100000)
+    seed_base = data.get('seed_base', 100000) if seed_base is None else seed_base
     timeout = data.get('episode_timeout_s', 15.0)
     if not isinstance(seed_base, int) or seed_base < 0:
         raise ValueError(f'{path}: seed_base: expected an int >= 0, got {seed_base!r}')
