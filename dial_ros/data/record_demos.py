@@ -87,13 +87,15 @@ def main(argv=None):
     p.add_argument('--noise-time', type=float, default=0.3, help='its correlation time (s)')
     p.add_argument('--grasp-scale', type=float, default=0.3,
                    help='noise scale while grasping and lifting')
+    p.add_argument('--noise-random', action='store_true',
+                   help='each episode draws its noise level uniformly in [0, --noise-std]')
     args = p.parse_args(argv)
     if not 1 <= args.demos <= 100000:
         LOG.error('--demos: %d is not in 1..100000', args.demos)
         return 2
     try:
         expert = {'noise_std': args.noise_std, 'noise_time_s': args.noise_time,
-                  'noise_grasp_scale': args.grasp_scale}
+                  'noise_grasp_scale': args.grasp_scale, 'noise_random': args.noise_random}
         count = record(args.out, args.demos, args.task_preset, args.timeout, expert=expert)
     except (RuntimeError, TimeoutError) as err:
         LOG.error('%s', err)

@@ -49,7 +49,8 @@ def expert_episode(sim, expert, seed, task=None, noise=None):
 
 
 def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.3,
-             task=None, vcodec=None, instruction=INSTRUCTION, max_episodes=None):
+             task=None, vcodec=None, instruction=INSTRUCTION, max_episodes=None,
+             noise_random=False):
     """Write ``demos`` successful episodes into a new dataset at ``out``; returns a summary."""
     import dial_ros.sim  # noqa: F401 - headless GL backend before mujoco
     from dial_ros.embodiment import load_embodiment
@@ -58,13 +59,15 @@ def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.
     spec = load_embodiment('gr1_sim')
     codec = pick_codec(vcodec)
     options = {'source': 'dial_ros.data.sim_demos', 'noise_std': noise_std,
+               'noise_random': noise_random,
                'noise_time_s': noise_time_s, 'grasp_scale': grasp_scale, 'task': task or {},
                'first_seed': seed}
     writer = LeRobotWriter(out, spec, 20.0, 224, codec, extra_info=options)
     tic, kept, tried, seeds = time.monotonic(), 0, 0, []
     with GR1Sim() as sim:
         expert = ScriptedExpert(sim)
-        noise = CommandNoise(sim, noise_std, noise_time_s, grasp_scale) if noise_std else None
+        noise = CommandNoise(sim, noise_std, noise_time_s, grasp_scale,
+                             random_std=noise_random) if noise_std else None
         while kept < demos and (max_episodes is None or tried < max_episodes):
             ok, images, states, labels = expert_episode(sim, expert, seed + tried, task, noise)
             tried += 1
@@ -100,6 +103,8 @@ def main(argv=None):
     p.add_argument('--noise-time', type=float, default=0.3, help='its correlation time (s)')
     p.add_argument('--grasp-scale', type=float, default=0.3,
                    help='noise scale while grasping and lifting')
+    p.add_argument('--noise-random', action='store_true',
+                   help='each episode draws its noise level uniformly in [0, --noise-std]')
     p.add_argument('--task', default='{}', help='JSON TaskSpec overrides')
     p.add_argument('--vcodec', default=None, help='video codec (default: lossless)')
     args = p.parse_args(argv)
@@ -107,7 +112,8 @@ def main(argv=None):
         LOG.error('--demos: %d is not in 1..100000', args.demos)
         return 2
     summary = generate(args.out, args.demos, args.seed, args.noise_std, args.noise_time,
-                       args.grasp_scale, json.loads(args.task), args.vcodec)
+                       args.grasp_scale, json.loads(args.task), args.vcodec,
+                       noise_random=args.noise_random)
     print(json.dumps(summary))
     return 0
 

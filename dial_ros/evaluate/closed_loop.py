@@ -68,6 +68,7 @@ class ControllerSettings:
     velocity_scale: float = 0.5
     blend_time_s: float = 0.1
     interpolation: str = 'cubic'
+    action_noise_scale: float = 1.0
 
     @classmethod
     def from_params_file(cls, path=PARAMS_FILE):
@@ -140,6 +141,7 @@ class ClosedLoop:
         self.limits = SafetyLimits(spec.position_lower, spec.position_upper,
                                    spec.velocity_limit * s.velocity_scale, s.max_step_rad)
         self._chunks = 0
+        policy.noise_scale = self.settings.action_noise_scale
 
     # --- the models, as the nodes call them ------------------------------------------------
     def _intent(self, tokens):

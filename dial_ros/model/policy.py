@@ -55,6 +55,9 @@ class DialPolicy:
         self.token_shape = (cfg.num_foresight, model.system2.hidden_size)
         self.horizon = cfg.system1.horizon
         self.dtype = model.system2.queries.dtype
+        # scale of the flow's starting noise: 1 samples the learned distribution, 0 starts
+        # every chunk from zero noise (deterministic, the distribution's central path)
+        self.noise_scale = 1.0
         self._embodiment_id = torch.tensor([self.embodiment.embodiment_id], device=self.device)
 
     @classmethod
@@ -110,10 +113,12 @@ class DialPolicy:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        shape = (1, cfg.horizon, cfg.max_action_dim)
+        noise = self.noise_scale * torch.randn(shape, generator=generator, device=self.device)
         actions = self.model.sample_actions(
             self._tensor(intent), self._tensor(obs_tokens), self._tensor(state_pad),
             torch.from_numpy(mask_pad).to(self.device)[None], self._embodiment_id,
-            features=features, generator=generator)
+            features=features, noise=noise)
         return actions[0, :, :self.embodiment.action_dim].float().cpu().numpy()
 
     def act(self, obs_tokens, intent, joint_positions, seed=None, features=(), eef=None):

@@ -69,6 +69,10 @@ class Params:
                                   high=2.0, unit='s')
     interpolation: str = setting('cubic', 'upsampling of chunk waypoints to the command rate',
                                  choices=INTERPOLATIONS)
+    action_noise_scale: float = setting(1.0, 'scale of the flow-matching starting noise of each '
+                                        'chunk (1: sample the learned distribution; 0: '
+                                        'deterministic, its central path)', low=0.0,
+                                        high=2.0)
     dry_run: bool = setting(False, 'compute and log commands but publish none')
     output_forms: list = setting(['float64_multi_array'], 'command messages to publish, any '
                                  'of: ' + ', '.join(OUTPUT_FORMS))
@@ -126,6 +130,7 @@ class ControllerNode(Node):
         if self.policy.model.system1.needs_vlm_features:
             raise SystemExit('controller: this checkpoint (APT stage 2) needs VLM features '
                              'that are not sent between processes')
+        self.policy.noise_scale = p.action_noise_scale
         self.spec = self.policy.embodiment
         self.joint_names = list(self.spec.joint_names)
         self.shape = tuple(self.policy.token_shape)
@@ -212,6 +217,8 @@ class ControllerNode(Node):
                 self.safety.limits = limits
         elif name == 'output_forms':
             self.outputs.select(value)
+        elif name == 'action_noise_scale':
+            self.policy.noise_scale = value
 
     # --- inputs --------------------------------------------------------------------------
     def _now(self):

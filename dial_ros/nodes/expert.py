@@ -83,6 +83,8 @@ class Params:
                                   high=10.0, unit='s')
     noise_grasp_scale: float = setting(0.3, 'DART: noise scale while grasping and lifting',
                                        low=0.0, high=1.0)
+    noise_random: bool = setting(False, 'DART: each episode draws its noise level uniformly in '
+                                 '[0, noise_std] (clean and perturbed demonstrations)')
     episodes: int = setting(0, 'episodes to run, 0 = forever', low=0, high=1_000_000)
     episode_timeout_s: float = setting(30.0, 'end an episode without success after this',
                                        low=1.0, high=3600.0, unit='s')
@@ -229,7 +231,8 @@ class ExpertNode(Node):
         p = self.params
         self.expert = make_expert(self.kinematics, p.rate_hz, p.closed_loop, p.align_yaw)
         self.noise = CommandNoise(self.kinematics, p.noise_std, p.noise_time_s,
-                                  p.noise_grasp_scale, seed=self._seed) if p.noise_std else None
+                                  p.noise_grasp_scale, seed=self._seed,
+                                  random_std=p.noise_random) if p.noise_std else None
         if self.timer.timer_period_ns != int(1e9 / p.rate_hz):
             self.timer.timer_period_ns = int(1e9 / p.rate_hz)
         self.expert.reset({'joint_positions': joints[1]})

@@ -264,13 +264,15 @@ class CommandNoise:
     Only ``joints`` (default: the waist and right arm, what the expert's IK moves) are
     perturbed; the result stays within the joint limits. ``std=0`` is no noise. While the
     hand closes, squeezes, lifts and holds, the noise is scaled by ``grasp_scale``: a full
-    drift there mostly knocks the cube away, which teaches little.
+    drift there mostly knocks the cube away, which teaches little. With ``random_std`` each
+    episode draws its own level uniformly in [0, ``std``]: the demonstrations then hold
+    clean reaches (precision) as well as strongly perturbed ones (recoveries).
     """
 
     APPROACH = ('reach', 'descend', 'retreat')
 
     def __init__(self, sim, std=0.0, time_constant_s=0.3, grasp_scale=0.3, joints=None,
-                 seed=None):
+                 seed=None, random_std=False):
         if not (math.isfinite(std) and std >= 0.0):
             raise ValueError(f'std: {std} must be finite and >= 0')
         if not (math.isfinite(time_constant_s) and time_constant_s > 0.0):
@@ -278,21 +280,22 @@ class CommandNoise:
         names = list(JOINT_NAMES)
         self.joints = np.array([names.index(n) for n in (joints or IK_JOINTS)])
         self.std, self.decay = std, math.exp(-sim.control_dt / time_constant_s)
-        self.grasp_scale = grasp_scale
+        self.grasp_scale, self.random_std = grasp_scale, random_std
         self._lower, self._upper = sim.joint_limits
         self.reset(seed)
 
     def reset(self, seed=None):
         """Start a new episode's noise (stationary from the first step)."""
         self._rng = np.random.default_rng(seed)
-        self._state = self._rng.normal(0.0, self.std, len(self.joints))
+        self.level = self._rng.uniform(0.0, self.std) if self.random_std else self.std
+        self._state = self._rng.normal(0.0, self.level, len(self.joints))
 
     def __call__(self, label, phase='reach'):
         """The command to execute for the clean ``label`` (32,) in the expert's ``phase``."""
-        if self.std == 0.0:
+        if self.level == 0.0:
             return np.asarray(label, float).copy()
         self._state = self.decay * self._state + math.sqrt(1.0 - self.decay ** 2) * \
-            self._rng.normal(0.0, self.std, len(self.joints))
+            self._rng.normal(0.0, self.level, len(self.joints))
         out = np.array(label, float)
         scale = 1.0 if phase in self.APPROACH else self.grasp_scale
         out[self.joints] += scale * self._state
