@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The README results: DIAL against the GR00T-style baseline and DIAL without the decoupled
+# warmup at 50, 100 and 200 demonstrations, each checkpoint picked on validation seeds, each
+# evaluated closed loop through the ROS stack on the same seeds (paired), plus the splits and
+# the scripted expert. Uses the dataset and the DIAL 200 run of scripts/build_checkpoint.sh
+# (run it first). Every step resumes; results land in evals/ and evals/results.md.
+#   scripts/results.sh                       # EPISODES=50 per row
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+scripts/setup.sh
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+PY=.venv/bin/python
+WORK="${WORK:-work/lift}"
+EPISODES="${EPISODES:-50}"
+SELECT_EPISODES="${SELECT_EPISODES:-30}"
+EVALS="${EVALS:-evals}"
+[ -f "$WORK/dataset/meta/info.json" ] || { echo "no $WORK/dataset: run scripts/build_checkpoint.sh" >&2; exit 1; }
+
+train() {  # name demos extra-args...
+  local name="$1" demos="$2"; shift 2
+  local run="$WORK/runs/$name"
+  [ "$name" = dial_200 ] && run="$WORK/run"   # the bundled checkpoint's run
+  "$PY" -m dial_ros.train --dataset "$WORK/dataset" --out "$run" \
+    --config config/train_tiny_lift.yaml --episodes "$demos" --resume "$@" >&2
+  "$PY" -m dial_ros.evaluate.select --run "$run" --episodes "$SELECT_EPISODES" >&2
+  echo "$run/checkpoints/best"
+}
+
+# train's and select's output goes to stderr: stdout carries only the picked checkpoint.
+evaluate() {  # label out checkpoint-or-expert splits...
+  local label="$1" out="$2" what="$3"; shift 3
+  [ -f "$out/results.json" ] && return 0
+  local splits=()
+  for s in "$@"; do splits+=(--split "$s"); done
+  if [ "$what" = expert ]; then
+    "$PY" -m dial_ros.evaluate --driver expert --label "$label" --episodes "$EPISODES" \
+      --out "$out" "${splits[@]}"
+  else
+    "$PY" -m dial_ros.evaluate --checkpoint "$what" --label "$label" --episodes "$EPISODES" \
+      --out "$out" "${splits[@]}"
+  fi
+}
+
+ALL=(seen unseen_position unseen_appearance distractors)
+evaluate "DIAL" "$EVALS/dial_200" "$(train dial_200 200)" "${ALL[@]}"
+evaluate "GR00T-style" "$EVALS/groot_200" "$(train groot_200 200 --recipe groot)" seen
+evaluate "DIAL, no warmup" "$EVALS/nowarm_200" \
+  "$(train nowarm_200 200 --first-stage-fraction 0)" seen
+for demos in 100 50; do
+  evaluate "DIAL" "$EVALS/dial_$demos" "$(train "dial_$demos" "$demos")" seen
+  evaluate "GR00T-style" "$EVALS/groot_$demos" \
+    "$(train "groot_$demos" "$demos" --recipe groot)" seen
+done
+evaluate "scripted expert" "$EVALS/expert" expert "${ALL[@]}"
+
+{
+  "$PY" -m dial_ros.evaluate.table "$EVALS"/dial_200 "$EVALS"/groot_200 "$EVALS"/nowarm_200 \
+    "$EVALS"/dial_100 "$EVALS"/groot_100 "$EVALS"/dial_50 "$EVALS"/groot_50 "$EVALS"/expert
+  echo
+  for demos in 200 100 50; do
+    echo "DIAL - GR00T-style, $demos demos (paired by seed):"
+    echo
+    "$PY" -m dial_ros.evaluate.compare "$EVALS/dial_$demos" "$EVALS/groot_$demos" \
+      --labels DIAL GR00T-style
+    echo
+  done
+  echo "DIAL - DIAL without warmup, 200 demos (paired by seed):"
+  echo
+  "$PY" -m dial_ros.evaluate.compare "$EVALS/dial_200" "$EVALS/nowarm_200" \
+    --labels DIAL "no warmup"
+} > "$EVALS/results.md"
+cat "$EVALS/results.md"
