@@ -17,6 +17,7 @@ import json
 import logging
 import pathlib
 import random
+import signal
 import sys
 import time
 
@@ -93,6 +94,8 @@ def main(argv=None):
     if not 1 <= args.demos <= 100000:
         LOG.error('--demos: %d is not in 1..100000', args.demos)
         return 2
+    # SIGTERM (a scheduler, kill) stops the launch too instead of orphaning its nodes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         expert = {'noise_std': args.noise_std, 'noise_time_s': args.noise_time,
                   'noise_grasp_scale': args.grasp_scale, 'noise_random': args.noise_random}
