@@ -43,7 +43,9 @@ evaluate() {  # label out checkpoint-or-expert splits...
 }
 
 ALL=(seen unseen_position unseen_appearance distractors)
-evaluate "DIAL" "$EVALS/dial_200" "$(train dial_200 200)" "${ALL[@]}"
+DIAL_200="$(train dial_200 200)"
+evaluate "DIAL" "$EVALS/dial_200" "$DIAL_200" seen
+evaluate "DIAL" "$EVALS/dial_200_splits" "$DIAL_200" "${ALL[@]:1}"
 evaluate "GR00T-style" "$EVALS/groot_200" "$(train groot_200 200 --recipe groot)" seen
 evaluate "DIAL, no warmup" "$EVALS/nowarm_200" \
   "$(train nowarm_200 200 --first-stage-fraction 0)" seen
@@ -55,7 +57,8 @@ done
 evaluate "scripted expert" "$EVALS/expert" expert "${ALL[@]}"
 
 {
-  "$PY" -m dial_ros.evaluate.table "$EVALS"/dial_200 "$EVALS"/groot_200 "$EVALS"/nowarm_200 \
+  "$PY" -m dial_ros.evaluate.table "$EVALS"/dial_200 "$EVALS"/dial_200_splits \
+    "$EVALS"/groot_200 "$EVALS"/nowarm_200 \
     "$EVALS"/dial_100 "$EVALS"/groot_100 "$EVALS"/dial_50 "$EVALS"/groot_50 "$EVALS"/expert
   echo
   for demos in 200 100 50; do
