@@ -16,6 +16,7 @@ dial_ros.apply_ros_env_defaults()
 
 import rclpy  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
 
 from dial_ros.bags.ros_topics import TopicTap  # noqa: E402
 
@@ -41,10 +42,14 @@ def record(args):
                'chunk_s': args.chunk_s, 'compression': args.compression}
     recorder = EpisodeRecorder(args.output, options, stop_grace_s=0.0)  # stops after spin
     recorder.start(parse_tags(args.tag), path=args.output)
-    rclpy.init(args=['--ros-args'])
+    # our own handlers only: the signal just ends the loop below, which then stops the
+    # executor and finalises the bag in order (rclpy's handler shut the context down under
+    # the spinning thread, and the stop once hung past 30 s)
+    rclpy.init(args=['--ros-args'], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node('bag_recorder')
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     tap = TopicTap(node, lambda *m: recorder.submit(*m), args.topics, args.all,
                    args.queue_depth)
     node.create_timer(1.0, tap.refresh)
