@@ -48,45 +48,113 @@ def expert_episode(sim, expert, seed, task=None, noise=None):
     return sim.held_success(), images, np.array(states), np.array(labels)
 
 
-def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.3,
-             task=None, vcodec=None, instruction=INSTRUCTION, max_episodes=None,
-             noise_random=False):
-    """Write ``demos`` successful episodes into a new dataset at ``out``; returns a summary."""
+def clutter_task(seed, max_distractors, base=None):
+    """TaskSpec overrides of one cluttered training episode, drawn from ``seed``.
+
+    0..``max_distractors`` other blocks in random colours. Hues within 40 degrees of red are
+    left out: the task's cube is the red one, so a red distractor would make it ambiguous.
+    Generic scene randomisation for robustness, not any evaluation split's palette.
+    """
+    import colorsys
+    task = dict(base or {})
+    if max_distractors <= 0:
+        return task
+    rng = np.random.default_rng([seed, 6_151])
+    count = int(rng.integers(0, max_distractors + 1))
+    colours = []
+    for _ in range(max(count, 1)):
+        hue = rng.uniform(40.0, 320.0) / 360.0
+        rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.4, 1.0), rng.uniform(0.4, 1.0))
+        colours.append((*(round(c, 3) for c in rgb), 1.0))
+    task.update(n_distractors=count, distractor_rgba=tuple(colours))
+    return task
+
+
+_WORKER = {}
+
+
+def _init_worker(noise_args):
     import dial_ros.sim  # noqa: F401 - headless GL backend before mujoco
-    from dial_ros.embodiment import load_embodiment
     from dial_ros.sim.expert import CommandNoise, ScriptedExpert
     from dial_ros.sim.gr1_env import GR1Sim
+    sim = GR1Sim()
+    _WORKER.update(sim=sim, expert=ScriptedExpert(sim),
+                   noise=CommandNoise(sim, **noise_args) if noise_args['std'] else None)
+
+
+def _run_episode(job):
+    seed, task = job
+    w = _WORKER
+    return (seed, task) + expert_episode(w['sim'], w['expert'], seed, task, w['noise'])
+
+
+def _episodes(seeds, tasks, noise_args, workers):
+    """Yield (seed, task, success, images, states, labels) in seed order."""
+    jobs = zip(seeds, tasks)
+    if workers <= 1:
+        _init_worker(noise_args)
+        try:
+            yield from map(_run_episode, jobs)
+        finally:
+            _WORKER.pop('sim').close()
+        return
+    import multiprocessing
+    ctx = multiprocessing.get_context('spawn')   # no GL context or mujoco state forked
+    with ctx.Pool(workers, _init_worker, (noise_args,)) as pool:
+        yield from pool.imap(_run_episode, jobs, chunksize=1)
+
+
+def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.3,
+             task=None, vcodec=None, instruction=INSTRUCTION, max_episodes=None,
+             noise_random=False, clutter=0, workers=1):
+    """Write ``demos`` successful episodes into a new dataset at ``out``; returns a summary.
+
+    ``clutter`` > 0 adds 0..clutter randomly coloured distractors per episode
+    (:func:`clutter_task`); ``workers`` > 1 runs the episodes in that many processes (the
+    frames are written here, in seed order, so the dataset does not depend on it).
+    """
+    import itertools
+    from dial_ros.embodiment import load_embodiment
     spec = load_embodiment('gr1_sim')
     codec = pick_codec(vcodec)
     options = {'source': 'dial_ros.data.sim_demos', 'noise_std': noise_std,
                'noise_random': noise_random,
                'noise_time_s': noise_time_s, 'grasp_scale': grasp_scale, 'task': task or {},
-               'first_seed': seed}
+               'clutter': clutter, 'first_seed': seed}
     writer = LeRobotWriter(out, spec, 20.0, 224, codec, extra_info=options)
-    tic, kept, tried, seeds = time.monotonic(), 0, 0, []
-    with GR1Sim() as sim:
-        expert = ScriptedExpert(sim)
-        noise = CommandNoise(sim, noise_std, noise_time_s, grasp_scale,
-                             random_std=noise_random) if noise_std else None
-        while kept < demos and (max_episodes is None or tried < max_episodes):
-            ok, images, states, labels = expert_episode(sim, expert, seed + tried, task, noise)
+    noise_args = {'std': noise_std, 'time_constant_s': noise_time_s,
+                  'grasp_scale': grasp_scale, 'random_std': noise_random}
+    limit = max_episodes if max_episodes is not None else None
+    seeds = itertools.count(seed) if limit is None else range(seed, seed + limit)
+    seeds, task_seeds = itertools.tee(seeds)
+    tasks = (clutter_task(s, clutter, task) for s in task_seeds)
+    control_dt = 1.0 / 20.0
+    tic, kept, tried, kept_seeds = time.monotonic(), 0, 0, []
+    episodes = _episodes(seeds, tasks, noise_args, workers)
+    try:
+        for ep_seed, ep_task, ok, images, states, labels in episodes:
             tried += 1
             if not ok:
-                LOG.info('seed %d: failed, skipped', seed + tried - 1)
+                LOG.info('seed %d: failed, skipped', ep_seed)
                 continue
             n = len(images)
-            frames = Frames(np.arange(n), np.arange(n) * sim.control_dt, states,
+            frames = Frames(np.arange(n), np.arange(n) * control_dt, states,
                             np.ones(n, bool), labels, np.ones(n, bool),
                             np.zeros((n, 18)), np.zeros(n, bool), 'teleop', [])
             writer.add_episode(frames, images, instruction,
-                               {'seed': seed + tried - 1, 'outcome': 'success',
-                                'source': 'teleop', 'task': 'lift'})
+                               {'seed': ep_seed, 'outcome': 'success', 'source': 'teleop',
+                                'task': 'lift',
+                                'distractors': ep_task.get('n_distractors', 0)})
             kept += 1
-            seeds.append(seed + tried - 1)
+            kept_seeds.append(ep_seed)
             if kept % 10 == 0:
                 LOG.info('%d/%d demos (%d episodes, %.0f s)', kept, demos, tried,
                          time.monotonic() - tic)
-    writer.extra_info['seeds'] = seeds
+            if kept >= demos:
+                break
+    finally:
+        episodes.close()
+    writer.extra_info['seeds'] = kept_seeds
     writer.close()
     return {'out': str(out), 'demos': kept, 'episodes': tried,
             'expert_success_rate': kept / max(tried, 1),
@@ -107,13 +175,17 @@ def main(argv=None):
                    help='each episode draws its noise level uniformly in [0, --noise-std]')
     p.add_argument('--task', default='{}', help='JSON TaskSpec overrides')
     p.add_argument('--vcodec', default=None, help='video codec (default: lossless)')
+    p.add_argument('--clutter', type=int, default=0,
+                   help='up to this many randomly coloured distractors per episode')
+    p.add_argument('--workers', type=int, default=1, help='episode processes')
     args = p.parse_args(argv)
     if not 1 <= args.demos <= 100000:
         LOG.error('--demos: %d is not in 1..100000', args.demos)
         return 2
     summary = generate(args.out, args.demos, args.seed, args.noise_std, args.noise_time,
                        args.grasp_scale, json.loads(args.task), args.vcodec,
-                       noise_random=args.noise_random)
+                       noise_random=args.noise_random, clutter=args.clutter,
+                       workers=args.workers)
     print(json.dumps(summary))
     return 0
 

@@ -100,3 +100,55 @@ def token_stats(tokens, max_frames=20000, seed=0):
     frames = np.stack([np.asarray(arrays[a][t], np.float64) for a, t in index])
     mean = frames.mean(0)
     return mean.astype(np.float32), float(np.sqrt(np.mean((frames - mean) ** 2)))
+
+
+def _encode_shard(dataset_path, checkpoint, shard, shards, batch_size):
+    """Encode the un-cached episodes ``index % shards == shard`` (one worker process)."""
+    torch.set_num_threads(1)
+    from dial_ros.data.dataset import DialDataset
+    from dial_ros.model.checkpoint import load_checkpoint
+    model = load_checkpoint(checkpoint).eval()
+    dataset = DialDataset(dataset_path, image_size=model.config.vlm.image_size)
+    folder = dataset.root / 'cache' / f'vit_{vision_digest(model)}'
+    folder.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for e in dataset.episodes.values():
+        path = folder / f'episode_{e.index:06d}.npy'
+        if e.index % shards == shard and not path.is_file():
+            _encode_episode(dataset, model, e, path, batch_size)
+            done += 1
+    return done
+
+
+def main(argv=None):
+    """Fill a dataset's (plain, not augmented) token cache with several processes.
+
+    Training encodes what is missing on one core; on a large dataset this does it first
+    with ``--workers`` processes. Any checkpoint with the same frozen ViT gives the same
+    cache folder (its name is the ViT's digest), e.g. the bundled one.
+    """
+    import argparse
+    import concurrent.futures
+    import multiprocessing
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    p.add_argument('--dataset', required=True, help='LeRobot-layout dataset folder')
+    p.add_argument('--checkpoint', required=True, help='a checkpoint with the frozen ViT')
+    p.add_argument('--workers', type=int, default=2, help='encoding processes')
+    p.add_argument('--batch-size', type=int, default=32, help='frames per ViT call')
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f'--workers must be >= 1, got {args.workers}')
+    tic = time.monotonic()
+    ctx = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+        jobs = [pool.submit(_encode_shard, args.dataset, args.checkpoint, k, args.workers,
+                            args.batch_size) for k in range(args.workers)]
+        encoded = sum(job.result() for job in jobs)
+    LOG.info('encoded %d episodes in %.1f s', encoded, time.monotonic() - tic)
+    return 0
+
+
+if __name__ == '__main__':
+    import sys
+    sys.exit(main())
