@@ -6,22 +6,22 @@
 # then end to end), the checkpoint with the best closed-loop success on validation seeds,
 # copied. Every step resumes: a rerun reuses finished demos, cache files, the training run
 # and finished selection episodes.
-#   scripts/build_checkpoint.sh       # 1000 in-process demos, 0-3 random distractors each
-#   SOURCE=launch DEMOS=200 WORK=work/lift OUT= scripts/build_checkpoint.sh
-#       # demos recorded through the launch and the recorder (the results' 50/100/200 rows)
+#   scripts/build_checkpoint.sh      # 200 demos recorded through the launch and the recorder
+#   SOURCE=sim DEMOS=1000 WORK=work/lift_sim OUT= scripts/build_checkpoint.sh
+#       # 1000 in-process demos with 0-3 random distractors each, nothing copied (a results row)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 PY=.venv/bin/python
-SOURCE="${SOURCE:-sim}"            # sim: in process; launch: through the ROS launch
-WORK="${WORK:-work/lift_sim}"
-DEMOS="${DEMOS:-1000}"
+SOURCE="${SOURCE:-launch}"         # launch: through the ROS launch; sim: in process
+WORK="${WORK:-work/lift}"
+DEMOS="${DEMOS:-200}"
 OUT="${OUT-checkpoints/dial_tiny_gr1}"
 # DART: each episode draws a noise level in [0, NOISE] rad (waist and right arm)
 NOISE="${NOISE:-0.05}"
-CLUTTER="${CLUTTER:-3}"            # in-process demos: up to this many random distractors
+CLUTTER="${CLUTTER:-3}"            # SOURCE=sim: up to this many random distractors
 WORKERS="${WORKERS:-2}"
 SELECT_EPISODES="${SELECT_EPISODES:-30}"
 TRAIN_ARGS=("$@")
