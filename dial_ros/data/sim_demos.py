@@ -25,6 +25,7 @@ from dial_ros.data.video import pick_codec
 
 LOG = logging.getLogger('dial_ros.sim_demos')
 INSTRUCTION = 'pick up the cube and lift it'   # the humanoid launch's default instruction
+FPS = 20.0   # GR1Sim's default control rate: one frame per control step
 
 
 def expert_episode(sim, expert, seed, task=None, noise=None):
@@ -88,9 +89,8 @@ def _run_episode(job):
     return (seed, task) + expert_episode(w['sim'], w['expert'], seed, task, w['noise'])
 
 
-def _episodes(seeds, tasks, noise_args, workers):
-    """Yield (seed, task, success, images, states, labels) in seed order."""
-    jobs = zip(seeds, tasks)
+def _episodes(jobs, noise_args, workers):
+    """Yield (seed, task, success, images, states, labels) of (seed, task) jobs, in order."""
     if workers <= 1:
         _init_worker(noise_args)
         try:
@@ -121,16 +121,13 @@ def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.
                'noise_random': noise_random,
                'noise_time_s': noise_time_s, 'grasp_scale': grasp_scale, 'task': task or {},
                'clutter': clutter, 'first_seed': seed}
-    writer = LeRobotWriter(out, spec, 20.0, 224, codec, extra_info=options)
+    writer = LeRobotWriter(out, spec, FPS, 224, codec, extra_info=options)
     noise_args = {'std': noise_std, 'time_constant_s': noise_time_s,
                   'grasp_scale': grasp_scale, 'random_std': noise_random}
-    limit = max_episodes if max_episodes is not None else None
-    seeds = itertools.count(seed) if limit is None else range(seed, seed + limit)
-    seeds, task_seeds = itertools.tee(seeds)
-    tasks = (clutter_task(s, clutter, task) for s in task_seeds)
-    control_dt = 1.0 / 20.0
+    seeds = itertools.count(seed) if max_episodes is None else range(seed, seed + max_episodes)
+    jobs = ((s, clutter_task(s, clutter, task)) for s in seeds)
     tic, kept, tried, kept_seeds = time.monotonic(), 0, 0, []
-    episodes = _episodes(seeds, tasks, noise_args, workers)
+    episodes = _episodes(jobs, noise_args, workers)
     try:
         for ep_seed, ep_task, ok, images, states, labels in episodes:
             tried += 1
@@ -138,7 +135,7 @@ def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.
                 LOG.info('seed %d: failed, skipped', ep_seed)
                 continue
             n = len(images)
-            frames = Frames(np.arange(n), np.arange(n) * control_dt, states,
+            frames = Frames(np.arange(n), np.arange(n) / FPS, states,
                             np.ones(n, bool), labels, np.ones(n, bool),
                             np.zeros((n, 18)), np.zeros(n, bool), 'teleop', [])
             writer.add_episode(frames, images, instruction,
@@ -181,6 +178,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not 1 <= args.demos <= 100000:
         LOG.error('--demos: %d is not in 1..100000', args.demos)
+        return 2
+    if args.workers < 1 or args.clutter < 0:
+        LOG.error('--workers must be >= 1 and --clutter >= 0 (got %d, %d)', args.workers,
+                  args.clutter)
         return 2
     summary = generate(args.out, args.demos, args.seed, args.noise_std, args.noise_time,
                        args.grasp_scale, json.loads(args.task), args.vcodec,
