@@ -49,12 +49,15 @@ def test_two_stages_metrics_and_checkpoint(dataset, tmp_path):
     assert saved.to_dict() == spec.to_dict()
 
 
-@pytest.mark.parametrize('recipe,stop', [('dial', '3'), ('apt', '3'), ('apt', '4')])
-def test_resume_reproduces_an_uninterrupted_run(dataset, tmp_path, recipe, stop):
-    """Resume before and after the stage switch (apt's switch adds optimizer groups)."""
+@pytest.mark.parametrize('recipe,stop,ema', [('dial', '3', '0'), ('apt', '3', '0'),
+                                             ('apt', '4', '0'), ('dial', '4', '0.9')])
+def test_resume_reproduces_an_uninterrupted_run(dataset, tmp_path, recipe, stop, ema):
+    """Resume before and after the stage switch (apt's switch adds optimizer groups), with
+    and without a weight average."""
     straight, split = tmp_path / 'straight', tmp_path / 'split'
-    train(dataset, straight, '--steps', '6', '--recipe', recipe)
-    train(dataset, split, '--steps', '6', '--recipe', recipe, '--stop-at', stop)
+    train(dataset, straight, '--steps', '6', '--recipe', recipe, '--ema-decay', ema)
+    train(dataset, split, '--steps', '6', '--recipe', recipe, '--stop-at', stop,
+          '--ema-decay', ema)
     assert len(list(csv.DictReader(open(split / 'metrics.csv')))) == int(stop)
     train(dataset, split, '--resume')
     a, b = weights(straight), weights(split)
@@ -63,6 +66,21 @@ def test_resume_reproduces_an_uninterrupted_run(dataset, tmp_path, recipe, stop)
     rows_a = list(csv.DictReader(open(straight / 'metrics.csv')))
     rows_b = list(csv.DictReader(open(split / 'metrics.csv')))
     assert [r['loss'] for r in rows_a] == [r['loss'] for r in rows_b]
+
+
+def test_checkpoint_holds_the_weight_average(dataset, tmp_path):
+    """With ema_decay the deployed weights are the average: trained tensors differ from the
+    raw ones kept for resuming, frozen ones (the ViT) do not."""
+    run = tmp_path / 'run'
+    train(dataset, run, '--steps', '4', '--recipe', 'groot', '--ema-decay', '0.99')
+    deployed = weights(run)
+    state = load_file(str(run / 'checkpoints' / 'latest' / 'trainer_state.safetensors'))
+    raw = {k[4:]: v for k, v in state.items() if k.startswith('raw.')}
+    trained = [k for k in raw if 'system1.' in k and k in deployed]
+    frozen = [k for k in raw if '.visual.' in k and k in deployed]
+    assert trained and frozen
+    assert any(not torch.equal(deployed[k], raw[k]) for k in trained)
+    assert all(torch.equal(deployed[k], raw[k]) for k in frozen)
 
 
 def test_bad_config_value_names_the_field(dataset, tmp_path):

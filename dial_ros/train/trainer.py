@@ -32,6 +32,7 @@ from dial_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from dial_ros.model.config import ModelConfig, paper_config, tiny_config
 from dial_ros.model.dial import DialModel, RECIPE_STAGES
 from dial_ros.schema import from_dict, setting, to_dict, validate
+from dial_ros.train.ema import WeightAverage
 from dial_ros.train.step import build_optimizer, stage_at, sync_optimizer, train_step
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class TrainConfig:
     augment: dict = setting({}, 'augmentation ranges overriding dial_ros.data.augment.Augment '
                             '(crop_scale, brightness, contrast, saturation, hue)')
     grad_clip: float = setting(1.0, 'gradient norm clip', low=0.0)
+    ema_decay: float = setting(0.0, 'checkpoints hold an exponential moving average of the '
+                               'weights with this decay, restarted per stage (0 = the raw '
+                               'weights)', low=0.0, high=0.99999)
     state_dropout: float = setting(0.0, 'share of samples whose robot state is hidden (mask '
                                    'off, as for a sample without joint readings), so that '
                                    'the policy cannot copy its next target from the state '
@@ -324,6 +328,11 @@ class Trainer:
             self.optimizer.load_state_dict(self._optimizer_state)
             self.scheduler.load_state_dict(self._scheduler_state)
         self.stages = stages
+        self.ema = None
+        if config.ema_decay:
+            self.ema = WeightAverage(self.model, config.ema_decay)  # a resumed model: the EMA
+            if resume:
+                self._restore_raw_weights()
         if self.rank == 0:
             with open(self.out / 'train_config.yaml', 'w') as f:
                 yaml.safe_dump(to_dict(config), f, sort_keys=False)
@@ -387,6 +396,8 @@ class Trainer:
             self.model.set_stage(stage)
             if self.config.restart_per_stage:
                 self.optimizer.state.clear()  # AdamW starts afresh, as a new run would
+            if self.ema is not None:
+                self.ema.reset()  # the stage may have added parameters
         added = sync_optimizer(self.model, self.optimizer)
         if added:
             factor = lr_lambda(self.config)
@@ -418,6 +429,8 @@ class Trainer:
             lr = self.optimizer.param_groups[0]['lr']
             tic = time.monotonic()
             metrics = train_step(view, batch, self.optimizer, c.grad_clip, self.scheduler)
+            if self.ema is not None:
+                self.ema.update()
             metrics.update(step=step + 1, stage=stage, lr=lr,
                            seconds=round(time.monotonic() - tic, 4))
             progress.update(metrics, log=(step + 1) % c.log_every == 0)
@@ -432,13 +445,19 @@ class Trainer:
         if self.rank != 0:
             return
         demos = sum(not e.human for e in self.dataset.episodes.values())
-        path = save_checkpoint(self.model, self.ckpt_dir / f'step_{step:06d}',
-                               {'step': step, 'train': to_dict(self.config), 'demos': demos,
-                                'dataset': str(self.dataset.root)})
+        extra = {'step': step, 'train': to_dict(self.config), 'demos': demos,
+                 'dataset': str(self.dataset.root)}
+        raw = {}
+        if self.ema is None:
+            path = save_checkpoint(self.model, self.ckpt_dir / f'step_{step:06d}', extra)
+        else:  # the checkpoint deploys the average; the raw weights resume the run
+            with self.ema.swapped_in() as raw:
+                path = save_checkpoint(self.model, self.ckpt_dir / f'step_{step:06d}', extra)
         names = {id(p): n for n, p in self.model.named_parameters()}
         opt = self.optimizer.state_dict()
         tensors = {f'optimizer.{i}.{k}': v.detach().cpu().contiguous()
                    for i, s in opt['state'].items() for k, v in s.items()}
+        tensors.update({f'raw.{name}': value.cpu().contiguous() for name, value in raw.items()})
         tensors['rng.torch'] = torch.get_rng_state()
         tensors['rng.sampler'] = self.generator.get_state()
         if torch.cuda.is_available():
@@ -452,6 +471,7 @@ class Trainer:
             'param_names': [[names[id(p)] for p in g['params']]
                             for g in self.optimizer.param_groups],
             'scheduler': self.scheduler.state_dict(),
+            'ema_updates': self.ema.updates if self.ema is not None else 0,
             'rng_numpy': [np_state[0], np_state[1].tolist(), *np_state[2:]],
             'rng_python': [random.getstate()[0], list(random.getstate()[1]),
                            random.getstate()[2]],
@@ -481,6 +501,8 @@ class Trainer:
             'param_groups': [{**g, 'params': p} for g, p in
                              zip(state['optimizer_groups'], state['optimizer_params'])]}
         self._scheduler_state = state['scheduler']
+        self._raw_weights = {k[4:]: v for k, v in tensors.items() if k.startswith('raw.')}
+        self._ema_updates = state.get('ema_updates', 0)
         torch.set_rng_state(tensors['rng.torch'])
         if 'rng.cuda' in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors['rng.cuda'])
@@ -493,3 +515,13 @@ class Trainer:
         self.start = state['step']
         LOG.info('resumed from %s at step %d (stage %s)', path.resolve().name, self.start,
                  state['stage'])
+
+    @torch.no_grad()
+    def _restore_raw_weights(self):
+        """A resumed EMA run: the checkpoint's weights are the average, the raw ones go back."""
+        if not self._raw_weights:
+            raise ValueError('ema_decay: the run to resume was trained without an average; '
+                             'resume it with ema_decay 0')
+        for name, p in self.model.named_parameters():
+            p.copy_(self._raw_weights[name].to(p.device))
+        self.ema.updates = self._ema_updates
