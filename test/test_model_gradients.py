@@ -92,3 +92,23 @@ def test_stage_names_are_checked(make_model):
         model.set_stage('apt_language')
     with pytest.raises(ValueError, match='stage'):
         model.set_stage('warm-up')
+
+
+def test_world_head_copy_splits_the_two_losses(make_model, make_batch):
+    """end_to_end with world_head_copy: L_world trains the copy, never the action path's
+    head; L_fm trains that head, never the copy; predict_future is the copy's output."""
+    model = make_model(world_head_copy=True)
+    model.set_stage('end_to_end')
+    batch = make_batch(model)
+    copy = list(model.system2.world_head.parameters())
+    loss_world, _ = model.compute_losses(batch)
+    loss_world.backward()
+    assert reached(copy) and untouched(parts(model)['head'])
+    p = backward_fm_only(model, batch)
+    assert reached(p['head']) and untouched(copy)
+    with torch.no_grad():
+        for w in copy:
+            w.add_(0.1)  # the heads now differ
+        intent, _ = model.foresee(batch['obs_tokens'], batch['instructions'])
+        future = model.predict_future(batch['obs_tokens'], batch['instructions'])
+    assert future.shape == intent.shape and not torch.allclose(future, intent)

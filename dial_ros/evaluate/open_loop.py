@@ -4,7 +4,9 @@
 
 On frames of expert episodes the model never saw, it measures
 * System-2: L_world of the foresight (MSE to the ViT tokens of frame t+H) against the trivial
-  prediction "the future frame looks like the current one";
+  prediction "the future frame looks like the current one" (with an L_world head copy, the
+  copy's prediction; ``l_world_intent`` is then the action path's latent, no longer trained
+  to be the future frame);
 * System-1: the mean absolute error (rad) of the chunk against the expert's next H targets on
   the waist and right arm, when System-1 is conditioned on the ground-truth future tokens,
   on System-2's foresight, on a copy of the current tokens, and on zeros.
@@ -34,7 +36,7 @@ def diagnose(policy, dataset, windows=10, seed=0):
     spec = policy.embodiment
     cols = [list(spec.joint_names).index(j) for g in spec.action_groups
             if g.name in ARM_AND_WAIST for j in g.joints]
-    world, copy, errors = [], [], {k: [] for k in ('ground_truth', 'foresight', 'copy', 'zeros')}
+    world, intent_world, copy, errors = [], [], [], {k: [] for k in ('ground_truth', 'foresight', 'copy', 'zeros')}
     horizon = policy.horizon
     for e in dataset.episodes.values():
         ts = np.linspace(0, e.length - 1, windows).astype(int)
@@ -42,8 +44,10 @@ def diagnose(policy, dataset, windows=10, seed=0):
             future_t = min(t + dataset.future_offset, e.length - 1)
             obs = policy.encode_frame(dataset.image(e.index, t))
             future = policy.encode_frame(dataset.image(e.index, future_t))
-            intent = policy.foresee(obs, dataset.tasks[int(dataset.task_index[e.start + t])])
-            world.append(float(np.mean((intent - future) ** 2)))
+            task = dataset.tasks[int(dataset.task_index[e.start + t])]
+            intent = policy.foresee(obs, task)
+            world.append(float(np.mean((policy.predict_future(obs, task) - future) ** 2)))
+            intent_world.append(float(np.mean((intent - future) ** 2)))
             copy.append(float(np.mean((obs - future) ** 2)))
             q = dataset.state[e.start + t].astype(np.float64)
             rows = e.start + np.minimum(t + np.arange(horizon), e.length - 1)
@@ -54,6 +58,7 @@ def diagnose(policy, dataset, windows=10, seed=0):
                 chunk = policy.act(obs, condition, q, seed=seed + k)
                 errors[name].append(float(np.mean(np.abs(chunk[:, cols] - target))))
     out = {'windows': len(world), 'l_world_foresight': float(np.mean(world)),
+           'l_world_intent': float(np.mean(intent_world)),
            'l_world_copy_current': float(np.mean(copy))}
     out.update({f'action_mae_{k}': float(np.mean(v)) for k, v in errors.items()})
     out.update(start_slopes(policy, dataset, cols))

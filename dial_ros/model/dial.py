@@ -146,6 +146,10 @@ class DialModel(nn.Module):
         intent, features, _ = self._foresee(obs_tokens, instructions)
         return intent, features
 
+    def predict_future(self, obs_tokens, instructions):
+        """The L_world prediction (B, N, D), or None for the GR00T-style baseline."""
+        return self._foresee(obs_tokens, instructions)[2]
+
     def _foresee(self, obs_tokens, instructions):
         """(condition for System-1, gated-fusion features, prediction for L_world)."""
         intent, ctx = self.system2(self.normalize_tokens(obs_tokens), instructions,

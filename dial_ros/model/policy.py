@@ -94,6 +94,19 @@ class DialPolicy:
         return (intent, features) if return_features else intent
 
     @torch.inference_mode()
+    def predict_future(self, obs_tokens, instruction):
+        """The L_world prediction (N, D): ViT tokens of frame t+H.
+
+        The intent itself unless the model has an L_world head copy (``world_head_copy``),
+        whose action-path head then learns from L_fm only and leaves ViT-token space.
+        """
+        check_array('obs_tokens', obs_tokens, self.token_shape)
+        predicted = self.model.predict_future(self._tensor(obs_tokens), [instruction])
+        if predicted is None:
+            raise ValueError('predict_future: this model (GR00T-style) predicts no future')
+        return predicted[0].float().cpu().numpy()
+
+    @torch.inference_mode()
     def act_normalized(self, obs_tokens, intent, joint_positions, seed=None, features=(),
                        eef=None):
         """Raw model output: (H, action_dim) in normalised units."""
