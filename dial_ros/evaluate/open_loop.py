@@ -36,7 +36,8 @@ def diagnose(policy, dataset, windows=10, seed=0):
     spec = policy.embodiment
     cols = [list(spec.joint_names).index(j) for g in spec.action_groups
             if g.name in ARM_AND_WAIST for j in g.joints]
-    world, intent_world, copy, errors = [], [], [], {k: [] for k in ('ground_truth', 'foresight', 'copy', 'zeros')}
+    world, intent_world, copy = [], [], []
+    errors = {k: [] for k in ('ground_truth', 'foresight', 'copy', 'zeros')}
     horizon = policy.horizon
     for e in dataset.episodes.values():
         ts = np.linspace(0, e.length - 1, windows).astype(int)
