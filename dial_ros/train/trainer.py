@@ -330,7 +330,8 @@ class Trainer:
         self.stages = stages
         self.ema = None
         if config.ema_decay:
-            self.ema = WeightAverage(self.model, config.ema_decay)  # a resumed model: the EMA
+            # starts from the model's weights: on resume those are the saved average
+            self.ema = WeightAverage(self.model, config.ema_decay)
             if resume:
                 self._restore_raw_weights()
         if self.rank == 0:
