@@ -12,7 +12,7 @@ import torch
 
 
 class WeightAverage:
-    """Shadow copies of every trainable-in-some-stage parameter, by name."""
+    """Shadow copies of the model's parameters, by name."""
 
     def __init__(self, model, decay):
         self.model, self.decay = model, decay
@@ -31,11 +31,10 @@ class WeightAverage:
     def update(self):
         """Blend the model's weights into the average (after an optimiser step)."""
         decay = self.current_decay()
+        # a parameter frozen in this stage does not move, and its copy is fresh from reset()
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 self.shadow[name].lerp_(p.detach(), 1.0 - decay)
-            else:  # frozen in this stage (the ViT): nothing to average
-                self.shadow[name].copy_(p.detach())
         self.updates += 1
 
     @contextlib.contextmanager
