@@ -288,6 +288,42 @@ def test_closed_loop_expert_retries_a_missed_grasp():
         assert expert.retries >= 1 and blind.success()
 
 
+def _finish(sim, expert, obs, steps=400):
+    """Let a started expert run to its end; whether the lift held."""
+    for _ in range(steps):
+        obs = sim.step(expert.act(obs))
+        if expert.done and sim.held_success():
+            return True
+    return False
+
+
+def test_expert_takes_over_from_the_state_it_finds():
+    """take_over (DAgger) picks the phase from the measured state and finishes the task:
+    reach from the start pose, descend (no detour back) from the pre-grasp point, open and
+    back off from a hand closed on air."""
+    with GR1Sim(render=False) as blind:
+        expert = ScriptedExpert(blind)
+        obs = blind.reset(seed=3)
+        expert.take_over(obs)
+        assert expert.phase == 'reach'
+        for _ in range(dict(ScriptedExpert.PHASES)['reach']):
+            obs = blind.step(expert.act(obs))
+        fresh = ScriptedExpert(blind)
+        fresh.take_over(obs)
+        assert fresh.phase == 'descend' and fresh._steps <= 20
+        assert _finish(blind, fresh, obs)
+
+        obs = blind.reset(seed=4)
+        closed = obs['joint_positions'].copy()
+        closed[gr1_env.N_BODY:gr1_env.N_BODY + 6] = fresh.closed_hand
+        for _ in range(10):
+            obs = blind.step(closed)
+        fresh.take_over(obs)
+        assert fresh.hand_closure(obs['joint_positions']) > 0.5
+        assert fresh.phase == 'retreat'
+        assert _finish(blind, fresh, obs) and fresh.retries == 0
+
+
 def test_dart_noise_moves_the_command_not_the_label():
     """CommandNoise perturbs only the waist and right arm, within the limits, and is
     temporally correlated (a drift, not white noise the servos would filter out)."""

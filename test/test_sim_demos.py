@@ -1,9 +1,11 @@
-"""In-process demo generation: cluttered scenes, worker processes, the parallel token cache."""
+"""In-process demo generation: cluttered scenes, worker processes, the parallel token cache,
+a DAgger round."""
 import colorsys
 import json
 import os
 
 import numpy as np
+import pytest
 
 from dial_ros.data import sim_demos, token_cache
 
@@ -48,3 +50,34 @@ def test_workers_write_seed_ordered_cluttered_demos_and_the_cache_fills_in_paral
     cached = np.load(folder / files[0])
     fresh = model.system2.encode_images(np.stack([ds.image(episode.index, 0)])).float()
     np.testing.assert_allclose(cached[0], fresh[0].detach().numpy(), atol=1e-5)
+
+
+def test_dagger_round_keeps_the_base_and_adds_expert_takeovers(tmp_path):
+    """A DAgger round: the base episodes copied unchanged, then the expert's part of policy
+    rollouts (taken over at 0.5 s, before the policy can finish), tagged as interventions."""
+    import pyarrow.parquet as pq
+    from dial_ros.data import dagger
+    from dial_ros.data.dataset import DialDataset
+    base = tmp_path / 'base'
+    assert sim_demos.generate(base, 1, seed=20000, max_episodes=3)['demos'] == 1
+    out = tmp_path / 'agg'
+    summary = dagger.generate(CHECKPOINT, out, 2, seed=41000, takeover_s=(0.5, 0.5),
+                              base=base)
+    assert summary['base_episodes'] == 1 and summary['takeovers'] == 2, summary
+    assert summary['expert_successes'] >= 1, summary
+    ds, first = DialDataset(out), DialDataset(base)
+    assert len(ds.episodes) == 1 + summary['expert_successes']
+    e, b = ds.episodes[0], first.episodes[0]
+    assert e.length == b.length
+    np.testing.assert_array_equal(ds.state[:e.length], first.state[:b.length])
+    np.testing.assert_array_equal(ds.action[:e.length], first.action[:b.length])
+    np.testing.assert_array_equal(ds.image(0, 5), first.image(0, 5))
+    episodes = pq.read_table(next((out / 'meta' / 'episodes').rglob('*.parquet'))).to_pydict()
+    assert episodes['source'] == ['teleop'] + ['intervention'] * summary['expert_successes']
+    taken = ds.episodes[1]
+    assert ds.has_action[taken.start:taken.start + taken.length].all()
+    rollouts = json.loads((out / 'meta' / 'info.json').read_text())['dial']['rollouts']
+    assert [r['seed'] for r in rollouts] == [41000, 41001]
+    assert all(not r['policy_success'] for r in rollouts)
+    with pytest.raises(ValueError, match='exists'):
+        dagger.generate(CHECKPOINT, out, 1)

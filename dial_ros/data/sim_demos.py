@@ -30,9 +30,14 @@ FPS = 20.0   # GR1Sim's default control rate: one frame per control step
 
 def expert_episode(sim, expert, seed, task=None, noise=None):
     """(success, images, states, labels) of one expert episode from ``sim.reset(seed)``."""
-    from dial_ros.sim.expert import SUCCESS_HOLD_S
     obs = sim.reset(seed=seed, task=task)
     expert.reset(obs)
+    return follow_expert(sim, expert, obs, seed, noise)
+
+
+def follow_expert(sim, expert, obs, seed, noise=None):
+    """Run a started ``expert`` from ``obs`` to its end: (success, images, states, labels)."""
+    from dial_ros.sim.expert import SUCCESS_HOLD_S
     if noise is not None:
         noise.reset(seed + 7_919)
     images, states, labels = [], [], []
@@ -69,6 +74,17 @@ def clutter_task(seed, max_distractors, base=None):
         colours.append((*(round(c, 3) for c in rgb), 1.0))
     task.update(n_distractors=count, distractor_rgba=tuple(colours))
     return task
+
+
+def write_episode(writer, images, states, labels, instruction, source, tags=None):
+    """Append one successful episode of per-step images, joint readings and clean labels."""
+    n = len(images)
+    frames = Frames(np.arange(n), np.arange(n) / FPS, np.asarray(states), np.ones(n, bool),
+                    np.asarray(labels), np.ones(n, bool), np.zeros((n, 18)), np.zeros(n, bool),
+                    source, [])
+    return writer.add_episode(frames, images, instruction,
+                              {'outcome': 'success', 'source': source, 'task': 'lift',
+                               **(tags or {})})
 
 
 _WORKER = {}
@@ -134,14 +150,8 @@ def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.
             if not ok:
                 LOG.info('seed %d: failed, skipped', ep_seed)
                 continue
-            n = len(images)
-            frames = Frames(np.arange(n), np.arange(n) / FPS, states,
-                            np.ones(n, bool), labels, np.ones(n, bool),
-                            np.zeros((n, 18)), np.zeros(n, bool), 'teleop', [])
-            writer.add_episode(frames, images, instruction,
-                               {'seed': ep_seed, 'outcome': 'success', 'source': 'teleop',
-                                'task': 'lift',
-                                'distractors': ep_task.get('n_distractors', 0)})
+            write_episode(writer, images, states, labels, instruction, 'teleop',
+                          {'seed': ep_seed, 'distractors': ep_task.get('n_distractors', 0)})
             kept += 1
             kept_seeds.append(ep_seed)
             if kept % 10 == 0:

@@ -84,6 +84,7 @@ class ScriptedExpert:
     RETRY_PHASES = (('retreat', 15),)   # then PHASES again, re-planned from the cube
     REPLAN_PHASES = ('reach', 'descend')
     LIFTED_MARGIN = 0.06   # a grasp holds when the cube rose this far during the lift (m)
+    TYPICAL_REACH_M = 0.20  # grasp point at the reset -> pre-grasp (measured 0.19-0.21 m)
 
     def __init__(self, sim, grasp_point=GRASP_POINT, approach=0.10, lift_height=0.20,
                  hand_pitch_deg=15.0, hand_roll_deg=-70.0, align_yaw=False,
@@ -202,6 +203,56 @@ class ScriptedExpert:
         self._plan_from_cube()
         self._queue = list(self.PHASES)
         self._next_phase()
+
+    def take_over(self, obs):
+        """Start from any state, e.g. where a learned policy left the robot (DAgger).
+
+        The phases come from what is measured, not from a clock: a closed hand near a
+        raised cube lifts; a closed hand at the grasp point squeezes and lifts; a closed
+        hand anywhere else opens and retreats, then re-plans (the retry path); an open hand
+        on the approach line (behind the cube along the palm normal, within 2.5 cm of it)
+        descends; an open hand elsewhere reaches the pre-grasp point. Reach and descend
+        take as many steps as the distance needs at the speed of a full demonstration.
+        """
+        self.done, self.retries = False, 0
+        self._targets = np.clip(obs['joint_positions'], self._lower, self._upper)
+        self.hand_orientation, self._turn = self.base_orientation, None
+        self._plan_from_cube()
+        self._cube_z = float(self.sim.cube_rest_z)   # the cube may be off the table already
+        self._queue = self._phases_from_state()
+        self._next_phase()
+
+    def hand_closure(self, joints):
+        """How far the right hand's fingers are from open (0) to closed (1)."""
+        span = self.closed_hand[:5] - self.open_hand[:5]
+        return float(np.mean((np.asarray(joints)[RIGHT_HAND][:5] - self.open_hand[:5]) / span))
+
+    def _phases_from_state(self):
+        phases = dict(self.PHASES)
+        here = self.grasp_position(self._targets)
+        cube = self.sim.cube_pose()[0]
+        to_cube = float(np.linalg.norm(here - cube))
+        if self.hand_closure(self._targets) > 0.5:
+            if cube[2] > self._cube_z + 0.01 and to_cube < 0.04:
+                return [('lift', phases['lift'])]
+            if to_cube < 0.02:
+                return [('squeeze', phases['squeeze']), ('lift', phases['lift'])]
+            return list(self.RETRY_PHASES) + [('replan', 0)] + list(self.PHASES)
+        normal = self.hand_orientation[:, 1]
+        offset = here - self._grasp
+        back = -float(offset @ normal)           # distance behind the cube along the approach
+        lateral = float(np.linalg.norm(offset + back * normal))
+        rest = list(self.PHASES[2:])
+        if -0.01 <= back <= self.approach + 0.02 and lateral < 0.025:
+            return [('descend', self._steps_for(max(back, 0.0), 'descend', self.approach))] + rest
+        reach = float(np.linalg.norm(here - self._pregrasp))
+        return [('reach', self._steps_for(reach, 'reach', self.TYPICAL_REACH_M)),
+                ('descend', phases['descend'])] + rest
+
+    def _steps_for(self, distance, phase, full_distance):
+        """Steps to move ``distance`` at the pace a full ``phase`` of ``full_distance`` has."""
+        full = dict(self.PHASES)[phase]
+        return int(np.clip(math.ceil(full * distance / full_distance), 5, full))
 
     def _grasp_failed(self):
         """After the lift: is the cube still near the table (a missed or dropped grasp)?"""

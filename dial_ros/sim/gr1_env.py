@@ -365,6 +365,10 @@ class GR1Sim:
         return self._observation()
 
     # ----------------------------------------------------------------- observation
+    def observe(self):
+        """The observation of the current state (what the last reset or step returned)."""
+        return self._observation()
+
     def _observation(self):
         """Observation dict: image (or None), joint positions / velocities, time."""
         return {
