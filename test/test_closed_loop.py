@@ -127,3 +127,17 @@ def test_paired_difference_and_mcnemar():
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
     with pytest.raises(ValueError, match='share no seeds'):
         paired_difference({1: True}, {2: True})
+
+
+def test_an_apt_stage2_model_runs_with_its_fusion_features(sim):
+    """APT stage 2 needs the LLM features with every chunk: the loop passes them along."""
+    from dial_ros.embodiment import load_embodiment
+    from dial_ros.model.config import tiny_config
+    from dial_ros.model.dial import DialModel
+    from dial_ros.model.policy import DialPolicy
+    model = DialModel(tiny_config(recipe='apt'), [load_embodiment('gr1_sim')])
+    model.set_stage('apt_language')
+    loop = ClosedLoop(sim, DialPolicy(model), timeout_s=0.5)
+    assert loop._needs_features
+    episode = loop.run('seen', 0, 100000)
+    assert not episode.success and episode.duration_s == pytest.approx(0.5, abs=0.06)

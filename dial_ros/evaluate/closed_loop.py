@@ -141,15 +141,24 @@ class ClosedLoop:
         self.limits = SafetyLimits(spec.position_lower, spec.position_upper,
                                    spec.velocity_limit * s.velocity_scale, s.max_step_rad)
         self._chunks = 0
+        model = getattr(policy, 'model', None)   # test stubs have none
+        self._needs_features = model is not None and model.system1.needs_vlm_features
         policy.noise_scale = self.settings.action_noise_scale
 
     # --- the models, as the nodes call them ------------------------------------------------
     def _intent(self, tokens):
-        return self.policy.foresee(tokens, self.instruction)
+        # an APT stage-2 model also needs the LLM features of the same observation; the
+        # intent node does not publish them, so such a model runs here and not in the stack
+        if self._needs_features:
+            return self.policy.foresee(tokens, self.instruction, return_features=True)
+        return self.policy.foresee(tokens, self.instruction), ()
 
     def _chunk(self, tokens, intent, joints):
         self._chunks += 1
-        return self.policy.act(tokens, intent, joints, seed=self.chunk_seed + self._chunks)
+        intent, features = intent
+        extra = {'features': features} if self._needs_features else {}
+        return self.policy.act(tokens, intent, joints, seed=self.chunk_seed + self._chunks,
+                               **extra)
 
     # --- episodes --------------------------------------------------------------------------
     def run(self, split, episode, seed, task=None):
