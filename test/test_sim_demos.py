@@ -53,16 +53,16 @@ def test_workers_write_seed_ordered_cluttered_demos_and_the_cache_fills_in_paral
 
 
 def test_dagger_round_keeps_the_base_and_adds_expert_takeovers(tmp_path):
-    """A DAgger round: the base episodes copied unchanged, then the expert's part of policy
+    """A DAgger round: base episodes copied unchanged, then the expert's part of policy
     rollouts (taken over at 0.5 s, before the policy can finish), tagged as interventions."""
     import pyarrow.parquet as pq
     from dial_ros.data import dagger
     from dial_ros.data.dataset import DialDataset
     base = tmp_path / 'base'
-    assert sim_demos.generate(base, 1, seed=20000, max_episodes=3)['demos'] == 1
+    assert sim_demos.generate(base, 2, seed=20000, max_episodes=5)['demos'] == 2
     out = tmp_path / 'agg'
     summary = dagger.generate(CHECKPOINT, out, 2, seed=41000, takeover_s=(0.5, 0.5),
-                              base=base)
+                              base=base, base_episodes=1)   # the first base demo only
     assert summary['base_episodes'] == 1 and summary['takeovers'] == 2, summary
     assert summary['expert_successes'] >= 1, summary
     ds, first = DialDataset(out), DialDataset(base)

@@ -88,13 +88,19 @@ def _rollouts(jobs, checkpoint, noise_args, workers):
         yield from pool.imap(_run, jobs, chunksize=1)
 
 
-def copy_dataset(writer, base):
-    """Append every episode of the dataset at ``base`` to ``writer``; returns the count."""
+def copy_dataset(writer, base, count=0):
+    """Append the first ``count`` episodes (0: all) of the dataset at ``base`` to ``writer``;
+    returns how many were copied."""
     import pyarrow.parquet as pq
     from dial_ros.data.align import Frames
     from dial_ros.data.dataset import DialDataset
     from dial_ros.data.lerobot import TAG_COLUMNS, TAGS
     ds = DialDataset(base)
+    if count:
+        if count > len(ds.episodes):
+            raise ValueError(f'base_episodes: {count} requested, {base} has '
+                             f'{len(ds.episodes)}')
+        ds = DialDataset(base, episodes=set(sorted(ds.episodes)[:count]))
     rows = {}
     for path in sorted((ds.root / 'meta' / 'episodes').rglob('*.parquet')):
         table = pq.read_table(path).to_pydict()
@@ -113,7 +119,7 @@ def copy_dataset(writer, base):
 
 
 def generate(checkpoint, out, rollouts, seed=40000, takeover_s=(1.0, 8.0), base=None,
-             noise_std=0.05, noise_random=True, workers=1, vcodec=None):
+             noise_std=0.05, noise_random=True, workers=1, vcodec=None, base_episodes=0):
     """Run ``rollouts`` policy rollouts with expert takeovers into a new dataset at ``out``."""
     from dial_ros.data.lerobot import LeRobotWriter
     from dial_ros.data.video import pick_codec
@@ -124,12 +130,13 @@ def generate(checkpoint, out, rollouts, seed=40000, takeover_s=(1.0, 8.0), base=
     if pathlib.Path(out).exists():
         raise ValueError(f'out: {out} exists (a DAgger round writes a new dataset)')
     options = {'source': 'dial_ros.data.dagger', 'checkpoint': str(checkpoint),
-               'base': str(base or ''), 'takeover_s': [low, high], 'noise_std': noise_std,
-               'noise_random': noise_random, 'first_seed': seed}
+               'base': str(base or ''), 'base_episodes': base_episodes,
+               'takeover_s': [low, high], 'noise_std': noise_std, 'noise_random': noise_random,
+               'first_seed': seed}
     writer = LeRobotWriter(out, load_embodiment('gr1_sim'), FPS, 224, pick_codec(vcodec),
                            extra_info=options)
     tic = time.monotonic()
-    copied = copy_dataset(writer, base) if base else 0
+    copied = copy_dataset(writer, base, base_episodes) if base else 0
     LOG.info('copied %d base episodes (%.0f s)', copied, time.monotonic() - tic)
     rng = np.random.default_rng(seed)
     jobs = [(seed + i, round(float(rng.uniform(low, high)), 2)) for i in range(rollouts)]
@@ -174,6 +181,9 @@ def main(argv=None):
     p.add_argument('--takeover-s', type=float, nargs=2, default=(1.0, 8.0),
                    metavar=('LOW', 'HIGH'), help='the expert takes over after U(LOW, HIGH) s')
     p.add_argument('--base', default='', help='dataset whose episodes are copied in first')
+    p.add_argument('--base-episodes', type=int, default=0,
+                   help='copy only the first N base episodes (0: all), e.g. the demos the '
+                   'policy was trained on')
     p.add_argument('--noise-std', type=float, default=0.05, help='DART noise (rad)')
     p.add_argument('--no-noise-random', action='store_true',
                    help='every rollout at --noise-std (default: a level drawn in [0, it])')
@@ -187,7 +197,8 @@ def main(argv=None):
     try:
         summary = generate(args.checkpoint, args.out, args.rollouts, args.seed,
                            tuple(args.takeover_s), args.base or None, args.noise_std,
-                           not args.no_noise_random, args.workers, args.vcodec)
+                           not args.no_noise_random, args.workers, args.vcodec,
+                           args.base_episodes)
     except ValueError as err:
         LOG.error('%s', err)
         return 2
