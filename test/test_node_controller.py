@@ -35,6 +35,7 @@ class Harness:
         from rcl_interfaces.msg import Log
         from rcl_interfaces.srv import SetParameters
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, Float64MultiArray
         from std_srvs.srv import SetBool
@@ -63,8 +64,12 @@ class Harness:
                                              common.QOS_LATENT)
         self.estop_pub = n.create_publisher(Bool, common.TOPIC_ESTOP, 10)
         self.Bool = Bool
-        n.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command,
-                              common.QOS_COMMAND)
+        # the command QoS (reliable, keep last 10) with a deep reader queue: at 500 Hz ten
+        # messages are 20 ms, and a garbage collection in this busy test process can stall
+        # the executor that long; a message dropped here would look like a double step
+        deep = QoSProfile(depth=1000, reliability=common.QOS_COMMAND.reliability,
+                          history=common.QOS_COMMAND.history)
+        n.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command, deep)
         n.create_subscription(Log, '/rosout', self._on_log, 100)
         n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.other_forms = {}
