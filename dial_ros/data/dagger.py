@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-from dial_ros.data.sim_demos import FPS, INSTRUCTION, follow_expert, write_episode
+from dial_ros.data.sim_demos import (FPS, INSTRUCTION, follow_expert, imap_workers,
+                                     write_episode)
 
 LOG = logging.getLogger('dial_ros.dagger')
 _WORKER = {}
@@ -75,17 +76,7 @@ def _run(job):
 
 
 def _rollouts(jobs, checkpoint, noise_args, workers):
-    if workers <= 1:
-        _init_worker(checkpoint, noise_args)
-        try:
-            yield from map(_run, jobs)
-        finally:
-            _WORKER.pop('sim').close()
-        return
-    import multiprocessing
-    ctx = multiprocessing.get_context('spawn')   # a fresh GL context per worker
-    with ctx.Pool(workers, _init_worker, (checkpoint, noise_args)) as pool:
-        yield from pool.imap(_run, jobs, chunksize=1)
+    return imap_workers(_init_worker, (checkpoint, noise_args), _run, jobs, workers, _WORKER)
 
 
 def copy_dataset(writer, base, count=0):

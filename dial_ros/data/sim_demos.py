@@ -105,19 +105,26 @@ def _run_episode(job):
     return (seed, task) + expert_episode(w['sim'], w['expert'], seed, task, w['noise'])
 
 
-def _episodes(jobs, noise_args, workers):
-    """Yield (seed, task, success, images, states, labels) of (seed, task) jobs, in order."""
+def imap_workers(init, init_args, run, jobs, workers, state):
+    """Yield ``run(job)`` for each job, in order: here (``workers`` <= 1) or in that many
+    spawned processes, each set up once by ``init(*init_args)``, which puts its sim in
+    ``state['sim']`` (closed here when run in this process)."""
     if workers <= 1:
-        _init_worker(noise_args)
+        init(*init_args)
         try:
-            yield from map(_run_episode, jobs)
+            yield from map(run, jobs)
         finally:
-            _WORKER.pop('sim').close()
+            state.pop('sim').close()
         return
     import multiprocessing
     ctx = multiprocessing.get_context('spawn')   # no GL context or mujoco state forked
-    with ctx.Pool(workers, _init_worker, (noise_args,)) as pool:
-        yield from pool.imap(_run_episode, jobs, chunksize=1)
+    with ctx.Pool(workers, init, init_args) as pool:
+        yield from pool.imap(run, jobs, chunksize=1)
+
+
+def _episodes(jobs, noise_args, workers):
+    """Yield (seed, task, success, images, states, labels) of (seed, task) jobs, in order."""
+    return imap_workers(_init_worker, (noise_args,), _run_episode, jobs, workers, _WORKER)
 
 
 def generate(out, demos, seed=0, noise_std=0.0, noise_time_s=0.3, grasp_scale=0.3,
