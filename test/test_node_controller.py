@@ -330,3 +330,60 @@ def test_bad_inputs_are_logged_and_dropped(harness):
     assert 'joint_state dropped' in logs and 'missing joints' in logs, logs
     assert len(cmds) > 0.8 * 1.5 * RATE
     check_safe(h, cmds)
+
+
+def test_each_problem_is_logged_and_holds_are_logged_once_each_way(harness):
+    """Throttling is per problem (a NaN intent does not hide a wrong model id a moment later);
+    entering and leaving the stale hold are logged once each."""
+    h = harness
+    h.intents_on = True
+    time.sleep(1.0)
+    with h.lock:
+        start = len(h.logs)
+    bad = np.zeros(h.token_shape, np.float32)
+    bad[0, 0] = np.nan
+    h.intent_pub.publish(h.latent(bad, valid_for=2.0))
+    time.sleep(0.2)
+    h.intent_pub.publish(h.latent(model_id='another-model', valid_for=2.0))
+    time.sleep(0.2)
+    h.intent_pub.publish(h.latent(np.zeros((3, 5), np.float32), valid_for=2.0))
+    h.intents_on = False
+    time.sleep(INTENT_TIMEOUT + 1.0)
+    h.intents_on = True
+    time.sleep(1.0)
+    with h.lock:
+        logs = h.logs[start:]
+    dropped = [line for line in logs if line.startswith('intent dropped')]
+    assert any('NaN' in line for line in dropped), logs
+    assert any('another-model' in line for line in dropped), logs
+    assert any('shape' in line for line in dropped), logs
+    assert sum(line.startswith('holding the last command') for line in logs) == 1, logs
+    assert sum(line.startswith('inputs fresh') for line in logs) == 1, logs
+
+
+def test_no_command_ever_steps_more_than_max_step(harness):
+    """Tracking, e-stop latch, the arm moved during the stop, release, stale hold, resume:
+    no two consecutive commands differ by more than max_step_rad."""
+    h = harness
+    h.intents_on = True
+    time.sleep(1.5)  # tracking: the command has left the measured pose
+    started = time.time()
+    h.estop_pub.publish(h.Bool(data=True))
+    time.sleep(0.3)
+    spec = h.spec
+    mid = (spec.position_lower + spec.position_upper) / 2
+    moved = mid - 0.1 * (spec.position_upper - mid)  # someone moved the arm meanwhile
+    h.positions = list(reversed(moved.tolist())) + [0.3]
+    time.sleep(0.2)
+    h.estop_pub.publish(h.Bool(data=False))
+    time.sleep(1.5)
+    h.intents_on = False
+    time.sleep(INTENT_TIMEOUT + 0.5)
+    h.intents_on = True
+    time.sleep(1.5)
+    with h.lock:
+        cmds = np.stack([c for t, c in h.commands if t >= started])
+    h.positions = list(reversed(h.pose.tolist())) + [0.3]
+    assert len(cmds) > 0.8 * RATE * 4
+    assert np.abs(cmds[-1] - cmds[0]).max() > 10 * MAX_STEP  # it did move
+    check_safe(h, cmds)

@@ -179,10 +179,47 @@ def test_estop_holds_and_release_re_ramps_from_measured():
     filt.release()
     moved = np.array([0.1, -0.2, 0.05, 0.5])  # someone moved the arm during the stop
     cmd, status = filt.filter(np.full(J, -0.4), moved, now + 0.1, 0.0)
-    np.testing.assert_array_equal(cmd, moved)
     assert status.state == SafetyState.RAMPING
-    cmd2, _ = filt.filter(np.full(J, -0.4), moved, now + 0.11, 0.0)
-    assert np.abs(cmd2 - moved).max() < 1e-3
+    # no jump: the first command steps from the held one towards the measured pose
+    step = cmd - held
+    assert np.all(np.abs(step) <= VMAX * 0.1 + 1e-12)
+    assert np.all(np.sign(step) == np.sign(moved - held))
+    # and converges on the target the ramp carries it to, within the limits all the way
+    cmds = [filt.filter(np.full(J, -0.4), moved, now + 0.1 + 0.01 * k, 0.0)[0]
+            for k in range(1, 200)]
+    assert np.all(np.abs(np.diff([cmd] + cmds, axis=0)) <= VMAX * 0.01 + 1e-12)
+    np.testing.assert_allclose(cmds[-1], np.clip(np.full(J, -0.4), LOWER, UPPER), atol=1e-9)
+
+
+def test_no_command_steps_more_than_max_step_across_every_transition():
+    """Start, tracking, e-stop latch and release (arm moved meanwhile), stale hold and
+    resume, an invalid target, a reset-free restart of the ramp: every consecutive pair of
+    sent commands differs by at most max_step."""
+    rng = np.random.default_rng(0)
+    max_step = 0.01
+    filt = make_filter(max_step=max_step, ramp_time_s=0.3, stale_timeout_s=0.05)
+    measured, now, sent = np.full(J, 0.2), 0.0, []
+    events = ['track'] * 30 + ['estop'] * 5 + ['release'] * 5 + ['stale'] * 5 + \
+        ['invalid'] * 3 + ['move'] * 5
+    for _ in range(3000):
+        event = events[rng.integers(len(events))]
+        if event == 'estop':
+            filt.estop('test')
+        elif event == 'release':
+            filt.release()
+        elif event == 'move':  # the arm is pushed or sags while nobody commands it
+            measured = np.clip(measured + rng.normal(0, 0.3, J), LOWER, UPPER)
+        target = rng.uniform(LOWER - 0.2, UPPER + 0.2)
+        age = 1.0 if event == 'stale' else 0.0
+        if event == 'invalid':
+            target[rng.integers(J)] = math.nan
+        now += 0.01
+        cmd, status = filt.filter(target, measured, now, age)
+        if status.send:
+            sent.append(cmd)
+    steps = np.abs(np.diff(np.stack(sent), axis=0))
+    assert steps.max() <= max_step + 1e-12
+    assert steps.max() > 0.9 * max_step  # it did move at the limit
 
 
 def test_estop_before_any_command_holds_measured():

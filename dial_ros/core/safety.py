@@ -11,6 +11,9 @@ A hold repeats the last command (or the measured pose when nothing was commanded
 never follows the measured pose, which would let gravity pull the arm down. A ramp starts
 from the measured pose after start-up and after an e-stop release (the arm may have been
 moved), and from the held command when tracking resumes after a stale or invalid input.
+Whatever the ramp's origin, every command is step-limited against the last command sent:
+after a release the stream walks from the held command to the measured pose and on to the
+new target, never jumps (only :meth:`reset` forgets the last command).
 """
 import dataclasses
 import enum
@@ -173,6 +176,7 @@ class SafetyFilter:
             self._tracking = False
             self._ramp_start = None
             self._ramp_origin = None
+            self._ramp_from_measured = False
 
     @property
     def last_command(self):
@@ -190,13 +194,19 @@ class SafetyFilter:
             self._estopped = True
 
     def release(self):
-        """Clear the latch; the robot may have been moved, so re-ramp from the measured pose."""
+        """Clear the latch; the robot may have been moved, so re-ramp from the measured pose.
+
+        The last command sent is kept: the first commands after the release step from it
+        towards the measured pose under the step and velocity limits.
+        """
         # e-stop and release may come from a service thread while the control loop ticks
         with self._lock:
             if self._estopped:
                 LOGGER.info('safety: e-stop released; re-ramping from the measured pose')
+                self._ramp_from_measured = True
             self._estopped = False
-            self.reset()
+            self._tracking = False
+            self._ramp_start = None
 
     def filter(self, target, measured, now_s, input_age_s):
         """Return ``(command, status)`` for one tick.
@@ -240,10 +250,13 @@ class SafetyFilter:
     def _track(self, target, measured, now, dt):
         lim = self.limits
         if not self._tracking:
-            # start or resume: ease in from what was last commanded, else from the measured pose
+            # start or resume: ease in from what was last commanded, else (at start, after
+            # a release) from the measured pose; the step limit still applies from _last_cmd
             if self._last_cmd is None:
                 self._last_cmd = measured.copy()
-            self._ramp_origin = self._last_cmd.copy()
+            origin = measured if self._ramp_from_measured else self._last_cmd
+            self._ramp_origin = origin.copy()
+            self._ramp_from_measured = False
             self._ramp_start = now
             self._tracking = True
         goal = np.clip(target, lim.lower, lim.upper)

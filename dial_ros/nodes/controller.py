@@ -15,6 +15,7 @@ ros2_control forward controllers have no timeout of their own.
 import array
 import dataclasses
 import math
+import re
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
 
 from dial_ros.core.chunking import ChunkScheduler, INTERPOLATIONS
-from dial_ros.core.safety import SafetyFilter, SafetyLimits
+from dial_ros.core.safety import SafetyFilter, SafetyLimits, SafetyState
 from dial_ros.msg import ActionChunk, LatentTensor
 from dial_ros.nodes import common
 from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
@@ -146,7 +147,7 @@ class ControllerNode(Node):
         self._obs_joints = {}     # stamp -> joint vector matched to that observation
         self._chunks, self._chunk_key, self._latencies = 0, None, []
         self._status, self._reason = None, 'starting'
-        self._rejected, self._last_log = {}, {}
+        self._rejected, self._last_log, self._held = {}, {}, False
         self.outputs = CommandOutputs(self, self.joint_names, p.output_forms)
         self.chunk_pub = self.create_publisher(ActionChunk, common.TOPIC_CHUNK,
                                                common.QOS_LATENT)
@@ -224,11 +225,11 @@ class ControllerNode(Node):
     def _now(self):
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _log_throttled(self, kind, text, level='error'):
-        """Log at most once per LOG_THROTTLE_S per kind (rclpy throttles per call site)."""
+    def _log_throttled(self, key, text, level='error'):
+        """Log at most once per LOG_THROTTLE_S per key (rclpy throttles per call site)."""
         now = time.monotonic()
-        if now - self._last_log.get(kind, -math.inf) >= LOG_THROTTLE_S:
-            self._last_log[kind] = now
+        if now - self._last_log.get(key, -math.inf) >= LOG_THROTTLE_S:
+            self._last_log[key] = now
             # rclpy refuses one call site logging at several severities: one line each
             if level == 'info':
                 self.get_logger().info(text)
@@ -238,10 +239,28 @@ class ControllerNode(Node):
                 self.get_logger().error(text)
 
     def _reject(self, kind, error):
-        """Count and log an input that is dropped; it never reaches the command stream."""
+        """Count and log an input that is dropped; it never reaches the command stream.
+
+        Throttled per problem, not per input: a NaN intent does not hide a wrong model id
+        that arrives a second later. Numbers are blanked so that one problem whose values
+        change (ages, counts) stays one key.
+        """
         self._rejected[kind] = self._rejected.get(kind, 0) + 1
-        self._log_throttled(kind, f'{kind} dropped: {error} ({self._rejected[kind]} dropped '
-                                  f'so far)')
+        problem = re.sub(r'[-+]?\d[\d.e+-]*', '#', str(error))
+        self._log_throttled((kind, problem), f'{kind} dropped: {error} '
+                            f'({self._rejected[kind]} dropped so far)')
+
+    def _log_hold(self, status):
+        """Log entering and leaving a hold once each (the e-stop logs its own)."""
+        held = status.holding and status.state is not SafetyState.ESTOP
+        if held == self._held:
+            return
+        self._held = held
+        if held:
+            self.get_logger().warning(f'holding the last command: {self._reason}')
+        else:
+            self.get_logger().info(f'inputs fresh: following the policy again '
+                                   f'({status.state.value})')
 
     def _latent(self, msg):
         tensor = common.read_latent(msg, self.shape)
@@ -390,6 +409,7 @@ class ControllerNode(Node):
             cmd, status = self.safety.filter(target, None if joint is None else joint.value,
                                              now, 0.0)
         self._status, self._reason = status, reason or status.reason
+        self._log_hold(status)
         if cmd is None:
             return
         if status.send:
