@@ -54,4 +54,9 @@ def config_file(*parts):
 
 def bundled_checkpoint():
     """The folder of the checkpoint the package ships (checkpoints/dial_tiny_gr1)."""
-    return find('checkpoints', BUNDLED_CHECKPOINT, folder=True)
+    try:
+        return find('checkpoints', BUNDLED_CHECKPOINT, folder=True)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"the bundled checkpoint (what checkpoint '' means) is missing: "
+                                f'{err}; give a checkpoint folder, or {UNTRAINED!r} for an '
+                                'untrained model (sim only)') from None
