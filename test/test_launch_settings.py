@@ -2,8 +2,11 @@
 
 Launches run with sim:=false (no sim: the model nodes load their model and wait for inputs),
 which is enough to read what each node runs with through its parameter services and the
-model id the controller reports on /diagnostics.
+model id the controller reports on /diagnostics. What the launch file passes to each node
+is also checked without starting anything (its node list, built in a child process with the
+runner's launch stand-ins).
 """
+import json
 import shutil
 import subprocess
 
@@ -12,7 +15,26 @@ import yaml
 
 from rosgraph import PYTHON, ROOT, child_env, domain_id, RosPeer, start, stop
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+PLAN = """
+import importlib.util, json, sys, types
+from dial_ros.launch_runner.shim import install
+install()
+spec = importlib.util.spec_from_file_location('humanoid_launch', 'launch/humanoid.launch.py')
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+given = dict(item.split(':=', 1) for item in sys.argv[1:])
+context = types.SimpleNamespace(launch_configurations=dict(
+    {'sim': 'true', 'driver': 'policy', 'record': 'false', 'config': 'config/humanoid.yaml'},
+    **given))
+plan = {}
+for action in module._nodes(context):
+    if getattr(action, 'node_name', None) is not None:
+        name = action.node_name[0].perform(None)
+        plan[name] = [entry if isinstance(entry, str) else
+                      {k: getattr(v, 'value', v) for k, v in entry.items()}
+                      for entry in action.parameters]
+print(json.dumps(plan))
+"""
 LAUNCH = [PYTHON, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py']
 MODEL_NODES = ('perception', 'intent', 'controller')
 
@@ -74,6 +96,8 @@ def running_settings(arguments, log_path, names=('control_rate_hz', 'checkpoint'
         assert stop(launch) == 0, log_path.read_text()[-3000:]
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_an_edited_copy_of_the_parameter_file_reaches_the_nodes(checkpoints, tmp_path):
     config = edited_config(tmp_path / 'humanoid.yaml', checkpoints[0])
     found, model_id = running_settings([f'config:={config}'], tmp_path / 'launch.log')
@@ -85,6 +109,8 @@ def test_an_edited_copy_of_the_parameter_file_reaches_the_nodes(checkpoints, tmp
     assert model_id.startswith('ckpt_a@'), model_id
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_an_argument_given_on_the_command_line_wins_over_the_file(checkpoints, tmp_path):
     config = edited_config(tmp_path / 'humanoid.yaml', checkpoints[0])
     found, model_id = running_settings(
@@ -96,6 +122,37 @@ def test_an_argument_given_on_the_command_line_wins_over_the_file(checkpoints, t
         assert found[node]['embodiment'] == 'gr1_sim', node
     assert found['intent']['instruction'] == 'point at the cube'
     assert model_id.startswith('ckpt_b@'), model_id
+
+
+def launch_plan(*arguments):
+    """{node: its parameters entries} that the launch file makes for ``arguments``."""
+    out = subprocess.run([PYTHON, '-c', PLAN, *arguments], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_only_the_arguments_given_override_the_parameter_file():
+    config = 'config/humanoid.yaml'
+    plan = launch_plan()
+    assert sorted(plan) == ['controller', 'intent', 'perception', 'sim']
+    assert plan['perception'] == plan['intent'] == plan['sim'] == [config]
+    assert plan['controller'] == [config, {'simulated': True}]
+    plan = launch_plan('sim:=false', 'autostart:=false', 'control_rate_hz:=120',
+                       'checkpoint:=/ckpt', 'embodiment:=robot', 'instruction:=wave')
+    assert 'sim' not in plan
+    for node in ('perception', 'intent', 'controller'):
+        assert plan[node][0] == config
+        assert {'autostart': False, 'checkpoint': '/ckpt', 'embodiment': 'robot'}.items() <= \
+            plan[node][1].items(), node
+    assert plan['controller'][1]['control_rate_hz'] == 120
+    assert plan['controller'][1]['simulated'] is False
+    assert plan['intent'][1]['instruction'] == 'wave'
+    plan = launch_plan('driver:=expert', 'record:=true', 'record_dir:=/demos')
+    assert 'controller' not in plan and 'expert' in plan
+    # the recorder tags episodes with the instruction the parameter file gives the intent
+    assert plan['recorder'][1] == {'output_dir': '/demos', 'follow_expert': True,
+                                   'instruction': 'pick up the cube and lift it'}
 
 
 def refused(arguments, tmp_path):
@@ -123,6 +180,7 @@ def test_untrained_model_without_sim_is_refused_by_the_launch(tmp_path):
     assert "refusing checkpoint 'untrained' with sim:=false" in text, text
 
 
+@pytest.mark.ros
 def test_the_controller_refuses_an_untrained_model_unless_simulated(tmp_path):
     cmd = [PYTHON, '-m', 'dial_ros.nodes.controller', '--ros-args', '-p',
            'checkpoint:=untrained']
