@@ -155,6 +155,12 @@ def test_only_the_arguments_given_override_the_parameter_file():
                                    'instruction': 'pick up the cube and lift it'}
 
 
+def test_the_launch_file_spells_untrained_as_the_model_loader_does():
+    from dial_ros.paths import UNTRAINED
+    text = (ROOT / 'launch' / 'humanoid.launch.py').read_text()
+    assert f"UNTRAINED = '{UNTRAINED}'" in text
+
+
 def refused(arguments, tmp_path):
     """Run the launch; it must exit 1 at once, start no node, and say why."""
     log = tmp_path / 'launch.log'
