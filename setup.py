@@ -4,10 +4,12 @@ Under colcon the package builds with ament_cmake (CMakeLists.txt), which also ge
 interfaces in msg/ and installs this same Python package; this file is the pip view of it.
 """
 from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'dial_ros'
+CHECKPOINT = 'checkpoints/dial_tiny_gr1'
 
 setup(
     name=PACKAGE,
@@ -22,6 +24,10 @@ setup(
         ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml')),
         ('share/' + PACKAGE + '/config/embodiments', glob('config/embodiments/*.yaml')),
+        # the bundled checkpoint, found through dial_ros.paths like the config files
+        (f'share/{PACKAGE}/{CHECKPOINT}',
+         [p for p in glob(CHECKPOINT + '/*') if os.path.isfile(p)]),
+        (f'share/{PACKAGE}/{CHECKPOINT}/vlm', glob(CHECKPOINT + '/vlm/*')),
     ],
     install_requires=['numpy', 'PyYAML', 'safetensors', 'transformers', 'tokenizers', 'pillow'],
     zip_safe=True,

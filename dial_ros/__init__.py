@@ -5,7 +5,6 @@ adapters live in ``dial_ros.nodes``.
 """
 import os
 import pkgutil
-import sys
 
 # rosidl installs the generated message modules (dial_ros.msg, dial_ros.srv) as a second
 # ``dial_ros`` directory in site-packages; merge it into this package.
@@ -17,23 +16,14 @@ __version__ = '0.1.0'
 def fastdds_profile_path():
     """Path of the project's Fast DDS profile (config/fastdds_shm.xml), or None if missing.
 
-    Looks in the installed share/dial_ros/config (ament index, then this interpreter's
-    prefix), else in the source checkout.
+    Found like every data file (dial_ros.paths): the installed share/dial_ros, else the
+    source checkout.
     """
-    folders = []
+    from dial_ros import paths
     try:
-        from ament_index_python.packages import get_package_share_directory
-        folders.append(os.path.join(get_package_share_directory('dial_ros'), 'config'))
-    except Exception:  # no ament index: plain venv, AMENT_PREFIX_PATH unset, not installed
-        pass
-    folders.append(os.path.join(sys.prefix, 'share', 'dial_ros', 'config'))
-    folders.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'config'))
-    for folder in folders:
-        path = os.path.join(folder, 'fastdds_shm.xml')
-        if os.path.isfile(path):
-            return path
-    return None
+        return str(paths.config_file('fastdds_shm.xml'))
+    except FileNotFoundError:
+        return None
 
 
 def apply_ros_env_defaults():

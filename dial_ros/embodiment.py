@@ -11,6 +11,8 @@ import pathlib
 import numpy as np
 import yaml
 
+from dial_ros import paths
+
 GROUP_DIMS = {'eef_pos': 3, 'eef_rot6d': 6}
 GROUP_KINDS = ('joint', 'eef_pos', 'eef_rot6d')
 
@@ -201,14 +203,14 @@ class EmbodimentSpec:
         )
 
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'config'
-
-
 def load_embodiment(name_or_path):
     """Load an embodiment by name (``config/embodiments/<name>.yaml``) or by file path."""
     path = pathlib.Path(name_or_path)
     if not path.suffix:
-        path = CONFIG_DIR / 'embodiments' / f'{name_or_path}.yaml'
+        try:
+            path = paths.config_file('embodiments', f'{name_or_path}.yaml')
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f'embodiment config not found: {err}') from None
     if not path.is_file():
         raise FileNotFoundError(f'embodiment config not found: {path}')
     with open(path) as f:

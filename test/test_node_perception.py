@@ -125,7 +125,7 @@ def test_latents_carry_frame_stamps_with_joint_states_and_diagnostics(perception
     assert len(latents) >= 60, f'{len(latents)} latents for {len(camera.sent)} frames'
     width = latents[0][1].shape[1]
     from dial_ros.model.default import load_model
-    _, default_id = load_model()  # the bundled checkpoint, or the untrained tiny model
+    _, default_id = load_model()  # the bundled checkpoint
     for _, msg in latents:
         assert key_of(msg) in camera.sent
         assert list(msg.shape) == [64, width] and msg.dtype == 'float32'

@@ -24,7 +24,7 @@ from dial_ros.data.lerobot import LeRobotWriter
 from dial_ros.data.video import pick_codec
 
 LOG = logging.getLogger('dial_ros.sim_demos')
-INSTRUCTION = 'pick up the cube and lift it'   # the humanoid launch's default instruction
+INSTRUCTION = 'pick up the cube and lift it'   # the launch's (config/humanoid.yaml intent)
 FPS = 20.0   # GR1Sim's default control rate: one frame per control step
 
 

@@ -21,13 +21,13 @@ import random
 import sys
 import time
 
-from dial_ros import apply_ros_env_defaults
+from dial_ros import apply_ros_env_defaults, paths
 from dial_ros.evaluate.metrics import markdown_table, summarize
 from dial_ros.evaluate.splits import load_splits
 from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch, write_params
 
 LOG = logging.getLogger('dial_ros.evaluate')
-DEFAULT_SPLITS = ROOT / 'config' / 'eval_splits.yaml'
+DEFAULT_SPLITS = paths.config_file('eval_splits.yaml')
 
 
 def parser():
@@ -66,8 +66,8 @@ def check_args(args):
 def checkpoint_info(path):
     """What the tables say about a checkpoint: recipe, demos, steps (from its metadata)."""
     from dial_ros.model.checkpoint import read_checkpoint_config
-    from dial_ros.model.default import BUNDLED
-    folder = pathlib.Path(path) if path else BUNDLED
+    from dial_ros.paths import bundled_checkpoint
+    folder = pathlib.Path(path) if path else bundled_checkpoint()  # names where it looked
     try:
         meta = read_checkpoint_config(folder)
     except (OSError, ValueError):

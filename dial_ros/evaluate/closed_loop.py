@@ -31,13 +31,14 @@ import time
 import numpy as np
 import yaml
 
+from dial_ros import paths
 from dial_ros.core.chunking import ChunkScheduler
 from dial_ros.core.safety import SafetyFilter, SafetyLimits
 from dial_ros.sim.gr1_env import GRASP_POINT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-PARAMS_FILE = ROOT / 'config' / 'humanoid.yaml'
-# the humanoid launch's `instruction` argument default (a test keeps the two equal)
+PARAMS_FILE = paths.config_file('humanoid.yaml')
+# the instruction the humanoid launch runs: config/humanoid.yaml's intent.instruction (a test
+# keeps the two equal)
 DEFAULT_INSTRUCTION = 'pick up the cube and lift it'
 
 

@@ -20,13 +20,14 @@ import pathlib
 import sys
 import time
 
+from dial_ros import paths
 from dial_ros.evaluate.metrics import markdown_table, summarize
 from dial_ros.evaluate.reach import reach_summary
 from dial_ros.evaluate.splits import load_splits
 
 LOG = logging.getLogger('dial_ros.evaluate.fast')
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DEFAULT_SPLITS = ROOT / 'config' / 'eval_splits.yaml'
+DEFAULT_SPLITS = paths.config_file('eval_splits.yaml')
 _WORKER = {}
 
 

@@ -12,13 +12,15 @@ import sys
 
 import yaml
 
+from dial_ros import paths
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 def write_params(path, overrides):
     """config/humanoid.yaml with ``{node: {parameter: value}}`` overrides, written to
     ``path`` for the launch's ``config:=`` argument; returns ``path``."""
-    data = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
+    data = yaml.safe_load(paths.config_file('humanoid.yaml').read_text())
     for node, values in overrides.items():
         data.setdefault(node, {}).setdefault('ros__parameters', {}).update(values)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

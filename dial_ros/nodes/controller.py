@@ -32,6 +32,7 @@ from dial_ros.core.safety import SafetyFilter, SafetyLimits, SafetyState
 from dial_ros.msg import ActionChunk, LatentTensor
 from dial_ros.nodes import common
 from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
+from dial_ros.paths import UNTRAINED
 from dial_ros.schema import setting
 
 OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
@@ -86,14 +87,21 @@ class Params:
                                     'command thread (0: normal)', low=0, high=98)
     hold_on_start: bool = setting(True, 'before the first chunk, stream the measured pose '
                                   '(hold); false: send nothing until a chunk arrives')
-    checkpoint: str = setting('', 'DIAL checkpoint folder ("" = bundled or untrained tiny)',
-                              read_only=True)
+    checkpoint: str = setting('', "DIAL checkpoint folder; '' = the bundled one, 'untrained' = "
+                              'an untrained tiny model (only with simulated)', read_only=True)
     embodiment: str = setting('gr1_sim', 'embodiment config name', read_only=True)
-    seed: int = setting(0, 'seed of the untrained default model and of the chunk noise',
+    seed: int = setting(0, 'seed of the untrained model and of the chunk noise',
                         low=0, high=2**31 - 1, read_only=True)
+    simulated: bool = setting(False, 'the joints are the embedded sim\'s (the launch sets it '
+                              'from sim:=); false: an untrained model is refused',
+                              read_only=True)
 
     def check(self):
         """Check the cross-field rules that the per-field schema cannot express."""
+        if self.checkpoint == UNTRAINED and not self.simulated:
+            raise ValueError(f"checkpoint: {UNTRAINED!r} would send an untrained model's "
+                             'actions to a robot; it is allowed only with simulated: true '
+                             '(the launch sets it with sim:=true)')
         forms = list(self.output_forms)
         if self.process_priority and self.process_priority >= self.realtime_priority:
             raise ValueError(f'process_priority: {self.process_priority} must be below '

@@ -51,10 +51,10 @@ class Params:
                                'whose messages replace it')
     autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
                               'manager needed)', read_only=True)
-    checkpoint: str = setting('', "model checkpoint folder; '' = the default model (applies "
-                              'at the next configure)')
+    checkpoint: str = setting('', "model checkpoint folder; '' = the bundled one, 'untrained' "
+                              '= an untrained tiny model (applies at the next configure)')
     embodiment: str = setting('gr1_sim', 'embodiment config name (next configure)')
-    seed: int = setting(0, 'seed of the untrained default model (next configure)', low=0,
+    seed: int = setting(0, 'seed of the untrained model (next configure)', low=0,
                         high=2**31 - 1)
     device: str = setting('cpu', 'torch device (next configure)', choices=('cpu', 'cuda'))
     torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)

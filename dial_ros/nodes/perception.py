@@ -60,10 +60,10 @@ class Params:
                                      high=60.0, unit='s')
     resize: bool = setting(False, 'resize frames of another size to the model input with '
                            'Pillow (aspect not kept); false: drop them with an error')
-    checkpoint: str = setting('', "model checkpoint folder; '' = the default model",
-                              read_only=True)
+    checkpoint: str = setting('', "model checkpoint folder; '' = the bundled one, 'untrained' "
+                              '= an untrained tiny model', read_only=True)
     embodiment: str = setting('gr1_sim', 'embodiment config name', read_only=True)
-    seed: int = setting(0, 'seed of the untrained default model', low=0, high=2**31 - 1,
+    seed: int = setting(0, 'seed of the untrained model', low=0, high=2**31 - 1,
                         read_only=True)
     device: str = setting('cpu', 'torch device', choices=('cpu', 'cuda'), read_only=True)
     torch_threads: int = setting(1, 'torch CPU threads', low=1, high=64, read_only=True)

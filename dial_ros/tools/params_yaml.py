@@ -3,7 +3,9 @@
     python -m dial_ros.tools.params_yaml > config/humanoid.yaml
 
 Every node module declares a ``Params`` dataclass; its defaults, descriptions, ranges and
-units become one ``<node>: ros__parameters:`` section with a comment per parameter.
+units become one ``<node>: ros__parameters:`` section with a comment per parameter; the few
+values in DEPLOYED (what the humanoid launch runs, where a node's own default differs) are
+written instead of the default, and their comment names the node default.
 A test regenerates the file and fails on any drift.
 """
 import dataclasses
@@ -13,6 +15,10 @@ import sys
 import yaml
 
 NODES = ('sim', 'perception', 'intent', 'controller', 'expert', 'recorder', 'replay')
+# The embedded sim's task: the intent node starts with it under the launch (its own default,
+# '', waits for /dial/instruction). The launch argument instruction:= overrides it.
+TASK_INSTRUCTION = 'pick up the cube and lift it'
+DEPLOYED = {'intent': {'instruction': TASK_INSTRUCTION}}
 HEADER = """\
 # dial_ros parameters, one section per node (generated from the nodes' Params schemas by
 # `python -m dial_ros.tools.params_yaml`; edit the schema, not this file, or copy it and
@@ -24,6 +30,13 @@ HEADER = """\
 def node_params(name):
     module = importlib.import_module(f'dial_ros.nodes.{name}')
     return module.Params()
+
+
+def _flow(value):
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    if text.endswith('\n...'):
+        text = text[:-4].strip()
+    return text.removesuffix('...').strip()
 
 
 def _comment(meta):
@@ -47,12 +60,13 @@ def render(nodes=NODES):
         for f in dataclasses.fields(params):
             if 'description' not in f.metadata:
                 continue
-            value = yaml.safe_dump(getattr(params, f.name), default_flow_style=True,
-                                   width=1000).strip()
-            if value.endswith('\n...'):
-                value = value[:-4].strip()
-            value = value.removesuffix('...').strip()
-            lines.append(f'    # {_comment(f.metadata)}')
+            comment = _comment(f.metadata)
+            value = getattr(params, f.name)
+            if f.name in DEPLOYED.get(name, {}):
+                comment += f' (node default: {_flow(value)})'
+                value = DEPLOYED[name][f.name]
+            lines.append(f'    # {comment}')
+            value = _flow(value)
             lines.append(f'    {f.name}: {value}')
         lines.append('')
     return '\n'.join(lines)
