@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 import dial_ros
+from dial_ros.codecs import fill_latent, now_sec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 NODES = ('sim', 'perception', 'intent')
@@ -106,28 +107,25 @@ class Feeder:
         from sensor_msgs.msg import JointState
 
         from dial_ros.msg import LatentTensor
-        from dial_ros.nodes import common
-        self.common, self.LatentTensor, self.JointState = common, LatentTensor, JointState
+        from dial_ros.nodes.qos import QOS_LATENT, QOS_SENSOR
+        from dial_ros.topics import TOPIC_INTENT, TOPIC_JOINT_STATES, TOPIC_OBSERVATION
+        self.LatentTensor, self.JointState = LatentTensor, JointState
         rclpy.init(domain_id=domain)
         self.node = node = rclpy.create_node('control_loop_feeder')
         self.model_id, self.token_shape = model_id, tuple(token_shape)
         self.joint_names = list(joint_names)
         self.rng = np.random.default_rng(0)
-        self.js_pub = node.create_publisher(JointState, common.TOPIC_JOINT_STATES,
-                                            common.QOS_SENSOR)
-        self.obs_pub = node.create_publisher(LatentTensor, common.TOPIC_OBSERVATION,
-                                             common.QOS_LATENT)
-        self.intent_pub = node.create_publisher(LatentTensor, common.TOPIC_INTENT,
-                                                common.QOS_LATENT)
+        self.js_pub = node.create_publisher(JointState, TOPIC_JOINT_STATES, QOS_SENSOR)
+        self.obs_pub = node.create_publisher(LatentTensor, TOPIC_OBSERVATION, QOS_LATENT)
+        self.intent_pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
         node.create_timer(0.01, self._publish_joints)
         node.create_timer(0.05, lambda: self.obs_pub.publish(self._latent()))
         node.create_timer(0.2, lambda: self.intent_pub.publish(self._latent(valid_for=1.0)))
 
     def _latent(self, **fields):
         tensor = self.rng.standard_normal(self.token_shape, np.float32)
-        return self.common.fill_latent(self.LatentTensor(), tensor,
-                                       self.common.now_sec(self.node), valid=True,
-                                       model_id=self.model_id, **fields)
+        return fill_latent(self.LatentTensor(), tensor, now_sec(self.node), valid=True,
+                           model_id=self.model_id, **fields)
 
     def _publish_joints(self):
         msg = self.JointState(name=self.joint_names, position=[0.0] * len(self.joint_names))
@@ -163,7 +161,7 @@ class Bench:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Float64MultiArray
 
-        from dial_ros.nodes import common
+        from dial_ros.topics import TOPIC_COMMAND
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = node = rclpy.create_node('control_loop_bench', context=self.context)
@@ -173,7 +171,7 @@ class Bench:
         # executor gets to the callback; raw (no deserialisation) and a deep queue, so that
         # a slow executor loses nothing
         deep = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command,
+        node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self._on_command,
                                  deep, raw=True)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.params = node.create_client(SetParameters, '/controller/set_parameters')

@@ -45,18 +45,19 @@ class Listener:
         from std_msgs.msg import Float64MultiArray
 
         from dial_ros.msg import ActionChunk
-        from dial_ros.nodes import common
+        from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATENT
+        from dial_ros.topics import TOPIC_CHUNK, TOPIC_COMMAND
         self.lock = threading.Lock()
         self.pending = None  # (observation stamp, chunk arrival)
         self.seen = set()
         self.e2e, self.to_chunk, self.intent_age = [], [], []
-        node.create_subscription(ActionChunk, common.TOPIC_CHUNK, self.on_chunk,
-                                 common.QOS_LATENT)
-        node.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self.on_command,
-                                 common.QOS_COMMAND)
+        node.create_subscription(ActionChunk, TOPIC_CHUNK, self.on_chunk,
+                                 QOS_LATENT)
+        node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self.on_command,
+                                 QOS_COMMAND)
 
     def on_chunk(self, msg, info):
-        from dial_ros.nodes.common import stamp_to_sec
+        from dial_ros.codecs import stamp_to_sec
         obs = stamp_to_sec(msg.observation_stamp)
         arrived = info['received_timestamp'] * 1e-9
         with self.lock:

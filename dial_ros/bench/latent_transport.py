@@ -163,8 +163,10 @@ def role_pub(args):
     rclpy = _ros_init()
     from rclpy.duration import Duration
 
+    from dial_ros.codecs import fill_latent
     from dial_ros.msg import LatentTensor
-    from dial_ros.nodes.common import QOS_LATENT, TOPIC_INTENT, fill_latent
+    from dial_ros.nodes.qos import QOS_LATENT
+    from dial_ros.topics import TOPIC_INTENT
 
     node = rclpy.create_node('latent_bench_pub')
     pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
@@ -226,8 +228,10 @@ def role_sub(args):
     """Receive latents until the last one arrives (or a stop/deadline); stamp and check each."""
     stop = _Stop()
     rclpy = _ros_init()
+    from dial_ros.codecs import read_latent
     from dial_ros.msg import LatentTensor
-    from dial_ros.nodes.common import QOS_LATENT, TOPIC_INTENT, read_latent
+    from dial_ros.nodes.qos import QOS_LATENT
+    from dial_ros.topics import TOPIC_INTENT
 
     last_seq = args.warmup + int(round(args.duration * args.rate)) - 1
     state = {'latency_ms': [], 'read_ms': [], 'seqs': set(), 'duplicates': 0,

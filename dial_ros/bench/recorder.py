@@ -49,17 +49,17 @@ def publish(topic, rate_hz, duration_s):
     import rclpy
     from sensor_msgs.msg import Image, JointState
 
-    from dial_ros.nodes import common
+    from dial_ros.nodes.qos import QOS_SENSOR
     rclpy.init()
     node = rclpy.create_node('bench_pub_' + topic.strip('/').replace('/', '_'))
     if topic == JOINTS:
         msg = JointState(name=[f'joint_{i}' for i in range(32)], position=[0.0] * 32,
                          velocity=[0.0] * 32, effort=[0.0] * 32)
-        pub = node.create_publisher(JointState, topic, common.QOS_SENSOR)
+        pub = node.create_publisher(JointState, topic, QOS_SENSOR)
     else:
         msg = Image(height=480, width=640, encoding='rgb8', step=1920,
                     data=bytes(640 * 480 * 3))
-        pub = node.create_publisher(Image, topic, common.QOS_SENSOR)
+        pub = node.create_publisher(Image, topic, QOS_SENSOR)
     deadline = time.monotonic() + MATCH_TIMEOUT_S
     while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -50,11 +50,12 @@ from dial_ros.core.sync import RateMonitor
 from dial_ros.msg import EpisodeEvent
 from dial_ros.nodes import common
 from dial_ros.schema import setting
+from dial_ros.topics import TOPIC_EXPERT_EPISODE as TOPIC_EXPERT
+from dial_ros.topics import TOPIC_EXPERT_LABEL, TOPIC_WRISTS
 
 DEFAULT_TOPICS = [common.TOPIC_IMAGE, common.TOPIC_JOINT_STATES, common.TOPIC_COMMAND,
                   common.TOPIC_CHUNK, common.TOPIC_INTENT, common.TOPIC_OBSERVATION,
-                  common.TOPIC_INSTRUCTION, '/human/wrist_poses', '/expert/action_label']
-TOPIC_EXPERT = '/expert/episode'
+                  common.TOPIC_INSTRUCTION, TOPIC_WRISTS, TOPIC_EXPERT_LABEL]
 TAGS = ('task', 'instruction', 'source', 'operator', 'robot', 'embodiment')
 
 
