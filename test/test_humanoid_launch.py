@@ -4,13 +4,13 @@ One launch serves the module (starting four model/sim processes takes a while on
 cores); the tests run in file order: flow and rates, joints, a live rate change through the
 parameter services, the intent node killed and restarted, e-stop, and a clean shutdown.
 """
-import os
 import signal
 import time
 
 import numpy as np
 import pytest
 
+from dial_ros import procs
 from rosgraph import PYTHON, Probe, domain_id, pids_of, start, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -40,9 +40,7 @@ def graph(tmp_path_factory):
     yield {'probe': probe, 'launch': launch, 'domain': domain, 'logs': logs}
     probe.close()
     stop(launch)
-    for module in ('dial_ros.nodes.intent',):
-        for pid in pids_of(module, domain):
-            os.kill(pid, signal.SIGKILL)
+    procs.kill_in_domain('dial_ros.nodes.intent', domain)  # if a test left one behind
 
 
 def log_tail(graph):
@@ -108,10 +106,7 @@ def test_control_rate_changes_live_through_parameter_services(graph):
 def test_killing_the_intent_node_holds_and_its_return_resumes(graph):
     from dial_ros.topics import TOPIC_INTENT
     probe, domain = graph['probe'], graph['domain']
-    pids = pids_of('dial_ros.nodes.intent', domain)
-    assert pids, 'intent node not found'
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    assert procs.kill_in_domain('dial_ros.nodes.intent', domain), 'intent node not found'
     killed = time.monotonic()
     time.sleep(INTENT_TIMEOUT + 1.5)
     window = commands_between(probe, time.monotonic() - 1.0, time.monotonic())

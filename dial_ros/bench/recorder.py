@@ -16,15 +16,16 @@ import argparse
 import json
 import os
 import pathlib
-import random
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 import dial_ros
+from dial_ros import procs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 CAMERAS = [f'/bench/camera{i}/image_raw' for i in range(3)]
@@ -116,20 +117,19 @@ def run(duration, out_dir):
 
     from dial_ros.bags import info
     topics = CAMERAS + [JOINTS]
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_DOMAIN_ID=os.environ['ROS_DOMAIN_ID'], PYTHONUNBUFFERED='1')
+    domain = int(os.environ['ROS_DOMAIN_ID'])
     rates = [f'{c}=30.0' for c in CAMERAS] + [f'{JOINTS}=500.0']
     params = {'output_dir': out_dir, 'topics': '[' + ','.join(topics) + ']',
               'reset_s': 0.0, 'expected_rates': '[' + ','.join(rates) + ']'}
     cmd = [python(), '-m', 'dial_ros.nodes.recorder', '--ros-args']
     for key, value in params.items():
         cmd += ['-p', f'{key}:={value}']
-    log = open(pathlib.Path(out_dir) / 'recorder.log', 'w')
-    recorder = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    pubs = [subprocess.Popen([python(), '-m', 'dial_ros.bench.recorder', '--publish', topic,
-                              '--rate', str(500.0 if topic == JOINTS else 30.0),
-                              '--duration', str(duration)], env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True) for topic in topics]
+    recorder = procs.start(cmd, domain, pathlib.Path(out_dir) / 'recorder.log', cwd=None)
+    pubs = [procs.start([python(), '-m', 'dial_ros.bench.recorder', '--publish', topic,
+                         '--rate', str(500.0 if topic == JOINTS else 30.0),
+                         '--duration', str(duration)], domain, cwd=None,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True)
+            for topic in topics]
     rclpy.init()
     node = rclpy.create_node('bench_recorder_control')
     timeline = []      # the recorder's /diagnostics during the episode (1 Hz)
@@ -156,9 +156,8 @@ def run(duration, out_dir):
         cpu1, wall1 = cpu_seconds(recorder.pid), time.monotonic()
     finally:
         for proc in pubs:
-            proc.kill()
-        recorder.send_signal(2)
-        recorder.wait(30)
+            procs.stop(proc, signal.SIGKILL, timeout=10.0)
+        procs.stop(recorder, signal.SIGINT, timeout=30.0)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
@@ -239,7 +238,7 @@ def main(argv=None):
         dial_ros.apply_ros_env_defaults()
         publish(args.publish, args.rate, args.duration)
         return 0
-    os.environ['ROS_DOMAIN_ID'] = str(random.Random(time.time_ns()).randint(100, 230))
+    os.environ['ROS_DOMAIN_ID'] = str(procs.new_domain_id('bench_recorder'))
     dial_ros.apply_ros_env_defaults()
     out_dir = args.keep or tempfile.mkdtemp(prefix='dial_bench_recorder_')
     os.makedirs(out_dir, exist_ok=True)
