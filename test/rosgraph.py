@@ -1,68 +1,39 @@
-"""Test helpers for real ROS 2 processes: a per-run domain, child processes, a probe node."""
+"""Test helpers for real ROS 2 processes: a per-run domain, child processes, a probe node.
+
+Children start and stop through :mod:`dial_ros.procs` (localhost discovery, own domain, own
+process group; stop escalates SIGINT -> SIGTERM -> SIGKILL).
+"""
 import contextlib
 import os
 import pathlib
-import random
 import signal
-import subprocess
 import sys
 import threading
 import time
 
+from dial_ros import procs
 from dial_ros.evaluate.graph import GraphClient
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / '.venv' / 'bin' / 'python')
-
-
-def domain_id(tag):
-    """A ROS_DOMAIN_ID of this test run and tag (100-230): runs never see each other."""
-    return random.Random(f'{tag}-{os.getpid()}-{time.time_ns()}').randint(100, 230)
+# the same helpers under the names the tests use
+domain_id = procs.new_domain_id
+pids_of = procs.pids_in_domain
 
 
 def child_env(domain):
-    env = dict(os.environ)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(domain),
-               OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    return env
+    """The environment of a child on ``domain`` (for subprocess.run)."""
+    return procs.ros_env(domain, OMP_NUM_THREADS='1')
 
 
 def start(cmd, domain, log_path):
     """Start a child in its own process group, output to ``log_path``."""
-    log = open(log_path, 'w')
-    return subprocess.Popen(cmd, env=child_env(domain), stdout=log, stderr=subprocess.STDOUT,
-                            cwd=ROOT, start_new_session=True)
+    return procs.start(cmd, domain, log_path, env=child_env(domain))
 
 
 def stop(proc, sig=signal.SIGINT, timeout=30.0):
-    """Signal the child's process group and wait; SIGKILL if it does not exit. Exit code."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    return proc.returncode
-
-
-def pids_of(module, domain):
-    """Pids of processes running ``python -m <module>`` in ``domain``."""
-    found = []
-    for entry in pathlib.Path('/proc').iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / 'cmdline').read_bytes().split(b'\0')
-            environ = (entry / 'environ').read_bytes().split(b'\0')
-        except OSError:
-            continue
-        if module.encode() in cmdline and f'ROS_DOMAIN_ID={domain}'.encode() in environ:
-            found.append(int(entry.name))
-    return found
+    """Signal the child's process group and wait, escalating to SIGKILL. Exit code."""
+    return procs.stop(proc, sig, timeout)
 
 
 class Probe:
@@ -137,23 +108,14 @@ def start_node(module, domain, log_path, **params):
            f'dial_ros.nodes.{module}', '--ros-args']
     for name, value in params.items():
         cmd += ['-p', f'{name}:={value}']
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               OMP_NUM_THREADS='1', RCUTILS_LOGGING_BUFFERED_STREAM='0',
-               RCUTILS_COLORIZED_OUTPUT='0', PYTHONUNBUFFERED='1')
-    with open(log_path, 'w') as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    env = procs.ros_env(domain, OMP_NUM_THREADS='1', RCUTILS_LOGGING_BUFFERED_STREAM='0',
+                        RCUTILS_COLORIZED_OUTPUT='0')
+    return procs.start(cmd, domain, log_path, env=env)
 
 
 def stop_node(proc):
-    """SIGINT, then SIGKILL after 10 s; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    """SIGINT, then SIGTERM and SIGKILL after 10 s each; returns the exit code."""
+    return procs.stop(proc, signal.SIGINT, timeout=10.0)
 
 
 class RosPeer(GraphClient):

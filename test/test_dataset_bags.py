@@ -8,6 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from dial_ros.bags.types import default_types
 from dial_ros.data import bag as bagmod
 from dial_ros.embodiment import load_embodiment
 
@@ -25,7 +26,7 @@ def joint_value(j, t, idle_until=0.0):
 
 
 def _types():
-    ts = bagmod.typestore()
+    ts = default_types().store
     return ts, {k.split('/')[-1]: ts.types[k] for k in (
         'builtin_interfaces/msg/Time', 'std_msgs/msg/Header', 'sensor_msgs/msg/Image',
         'sensor_msgs/msg/JointState', 'std_msgs/msg/Float64MultiArray',

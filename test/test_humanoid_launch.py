@@ -4,13 +4,13 @@ One launch serves the module (starting four model/sim processes takes a while on
 cores); the tests run in file order: flow and rates, joints, a live rate change through the
 parameter services, the intent node killed and restarted, e-stop, and a clean shutdown.
 """
-import os
 import signal
 import time
 
 import numpy as np
 import pytest
 
+from dial_ros import procs
 from rosgraph import PYTHON, Probe, domain_id, pids_of, start, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -23,25 +23,24 @@ def graph(tmp_path_factory):
     from std_msgs.msg import Float64MultiArray
 
     from dial_ros.msg import LatentTensor
-    from dial_ros.nodes import common
+    from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATENT, QOS_SENSOR
+    from dial_ros.topics import TOPIC_COMMAND, TOPIC_INTENT, TOPIC_JOINT_STATES, TOPIC_OBSERVATION
     domain = domain_id('humanoid')
     logs = tmp_path_factory.mktemp('launch')
     launch = start([PYTHON, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
                     'duration:=300', 'control_rate_hz:=200'], domain, logs / 'launch.log')
     probe = Probe(domain)
-    probe.record(common.TOPIC_COMMAND, Float64MultiArray, common.QOS_COMMAND,
+    probe.record(TOPIC_COMMAND, Float64MultiArray, QOS_COMMAND,
                  lambda m: np.array(m.data))
-    probe.record(common.TOPIC_INTENT, LatentTensor, common.QOS_LATENT,
+    probe.record(TOPIC_INTENT, LatentTensor, QOS_LATENT,
                  lambda m: (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
-    probe.record(common.TOPIC_OBSERVATION, LatentTensor, common.QOS_LATENT, lambda m: None)
-    probe.record(common.TOPIC_JOINT_STATES, JointState, common.QOS_SENSOR,
+    probe.record(TOPIC_OBSERVATION, LatentTensor, QOS_LATENT, lambda m: None)
+    probe.record(TOPIC_JOINT_STATES, JointState, QOS_SENSOR,
                  lambda m: (list(m.name), np.array(m.position)))
     yield {'probe': probe, 'launch': launch, 'domain': domain, 'logs': logs}
     probe.close()
     stop(launch)
-    for module in ('dial_ros.nodes.intent',):
-        for pid in pids_of(module, domain):
-            os.kill(pid, signal.SIGKILL)
+    procs.kill_in_domain('dial_ros.nodes.intent', domain)  # if a test left one behind
 
 
 def log_tail(graph):
@@ -49,33 +48,33 @@ def log_tail(graph):
 
 
 def commands_between(probe, start, end):
-    from dial_ros.nodes import common
-    rows = [m for t, m in probe.since(common.TOPIC_COMMAND, start) if t <= end]
+    from dial_ros.topics import TOPIC_COMMAND
+    rows = [m for t, m in probe.since(TOPIC_COMMAND, start) if t <= end]
     return np.array(rows)
 
 
 def test_commands_intents_and_observations_flow_at_their_rates(graph):
-    from dial_ros.nodes import common
+    from dial_ros.topics import TOPIC_COMMAND, TOPIC_INTENT, TOPIC_JOINT_STATES, TOPIC_OBSERVATION
     probe = graph['probe']
-    assert probe.wait_for(common.TOPIC_COMMAND, 50, timeout=150), log_tail(graph)
-    assert probe.wait_for(common.TOPIC_INTENT, 3, timeout=60), log_tail(graph)
+    assert probe.wait_for(TOPIC_COMMAND, 50, timeout=150), log_tail(graph)
+    assert probe.wait_for(TOPIC_INTENT, 3, timeout=60), log_tail(graph)
     start = time.monotonic()
     time.sleep(5.0)
     rates = {topic: len(probe.since(topic, start)) / 5.0 for topic in (
-        common.TOPIC_COMMAND, common.TOPIC_INTENT, common.TOPIC_OBSERVATION,
-        common.TOPIC_JOINT_STATES)}
-    assert rates[common.TOPIC_COMMAND] > 150, rates
-    assert rates[common.TOPIC_INTENT] > 1.5, rates
-    assert rates[common.TOPIC_OBSERVATION] > 5, rates
-    assert rates[common.TOPIC_JOINT_STATES] > 10, rates
+        TOPIC_COMMAND, TOPIC_INTENT, TOPIC_OBSERVATION,
+        TOPIC_JOINT_STATES)}
+    assert rates[TOPIC_COMMAND] > 150, rates
+    assert rates[TOPIC_INTENT] > 1.5, rates
+    assert rates[TOPIC_OBSERVATION] > 5, rates
+    assert rates[TOPIC_JOINT_STATES] > 10, rates
 
 
 def test_sim_joints_move_and_stay_within_limits(graph):
     from dial_ros.embodiment import load_embodiment
-    from dial_ros.nodes import common
+    from dial_ros.topics import TOPIC_JOINT_STATES
     spec = load_embodiment('gr1_sim')
     probe = graph['probe']
-    states = [m for _, m in probe.since(common.TOPIC_JOINT_STATES, 0)]
+    states = [m for _, m in probe.since(TOPIC_JOINT_STATES, 0)]
     order = [states[0][0].index(n) for n in spec.joint_names]
     q = np.array([pos[order] for _, pos in states])
     assert np.ptp(q, axis=0).max() > 0.01, 'the joints did not move'
@@ -92,12 +91,12 @@ def test_sim_joints_move_and_stay_within_limits(graph):
 
 
 def test_control_rate_changes_live_through_parameter_services(graph):
-    from dial_ros.nodes import common
+    from dial_ros.topics import TOPIC_COMMAND
     probe = graph['probe']
     results = probe.set_parameters('controller', control_rate_hz=100)
     assert results[0].successful, results[0].reason
     time.sleep(1.0)
-    rate = probe.rate(common.TOPIC_COMMAND, 4.0)
+    rate = probe.rate(TOPIC_COMMAND, 4.0)
     assert 80 < rate < 120, rate
     bad = probe.set_parameters('controller', control_rate_hz=5000)
     assert not bad[0].successful
@@ -105,12 +104,9 @@ def test_control_rate_changes_live_through_parameter_services(graph):
 
 
 def test_killing_the_intent_node_holds_and_its_return_resumes(graph):
-    from dial_ros.nodes import common
+    from dial_ros.topics import TOPIC_INTENT
     probe, domain = graph['probe'], graph['domain']
-    pids = pids_of('dial_ros.nodes.intent', domain)
-    assert pids, 'intent node not found'
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    assert procs.kill_in_domain('dial_ros.nodes.intent', domain), 'intent node not found'
     killed = time.monotonic()
     time.sleep(INTENT_TIMEOUT + 1.5)
     window = commands_between(probe, time.monotonic() - 1.0, time.monotonic())
@@ -122,8 +118,8 @@ def test_killing_the_intent_node_holds_and_its_return_resumes(graph):
                        '-p', 'instruction:=pick up the cube and lift it'],
                       domain, graph['logs'] / 'intent2.log')
     try:
-        count = len(probe.since(common.TOPIC_INTENT, 0))
-        assert probe.wait_for(common.TOPIC_INTENT, count + 3, timeout=90), (
+        count = len(probe.since(TOPIC_INTENT, 0))
+        assert probe.wait_for(TOPIC_INTENT, count + 3, timeout=90), (
             (graph['logs'] / 'intent2.log').read_text()[-3000:])
         time.sleep(2.0)
         window = commands_between(probe, time.monotonic() - 1.0, time.monotonic())
@@ -135,9 +131,9 @@ def test_killing_the_intent_node_holds_and_its_return_resumes(graph):
 def test_estop_stops_motion(graph):
     from std_msgs.msg import Bool
 
-    from dial_ros.nodes import common
+    from dial_ros.topics import TOPIC_ESTOP
     probe = graph['probe']
-    pub = probe.node.create_publisher(Bool, common.TOPIC_ESTOP, 10)
+    pub = probe.node.create_publisher(Bool, TOPIC_ESTOP, 10)
     time.sleep(1.0)
     pub.publish(Bool(data=True))
     time.sleep(2.5)

@@ -16,6 +16,9 @@ import time
 import numpy as np
 import pytest
 
+from dial_ros import codecs, topics
+from dial_ros.nodes import qos
+
 pytestmark = pytest.mark.ros
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -42,8 +45,7 @@ class Harness:
         from trajectory_msgs.msg import JointTrajectory
 
         from dial_ros.msg import LatentTensor
-        from dial_ros.nodes import common
-        self.common, self.LatentTensor, self.JointState = common, LatentTensor, JointState
+        self.LatentTensor, self.JointState = LatentTensor, JointState
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=DOMAIN)
         self.node = rclpy.create_node('controller_test', context=self.context)
@@ -56,26 +58,26 @@ class Harness:
         self.intents_on = False
         self.commands, self.logs, self.lock = [], [], threading.Lock()
         n = self.node
-        self.js_pub = n.create_publisher(JointState, common.TOPIC_JOINT_STATES,
-                                         common.QOS_SENSOR)
-        self.obs_pub = n.create_publisher(LatentTensor, common.TOPIC_OBSERVATION,
-                                          common.QOS_LATENT)
-        self.intent_pub = n.create_publisher(LatentTensor, common.TOPIC_INTENT,
-                                             common.QOS_LATENT)
-        self.estop_pub = n.create_publisher(Bool, common.TOPIC_ESTOP, 10)
+        self.js_pub = n.create_publisher(JointState, topics.TOPIC_JOINT_STATES,
+                                         qos.QOS_SENSOR)
+        self.obs_pub = n.create_publisher(LatentTensor, topics.TOPIC_OBSERVATION,
+                                          qos.QOS_LATENT)
+        self.intent_pub = n.create_publisher(LatentTensor, topics.TOPIC_INTENT,
+                                             qos.QOS_LATENT)
+        self.estop_pub = n.create_publisher(Bool, topics.TOPIC_ESTOP, 10)
         self.Bool = Bool
         # the command QoS (reliable, keep last 10) with a deep reader queue: at 500 Hz ten
         # messages are 20 ms, and a garbage collection in this busy test process can stall
         # the executor that long; a message dropped here would look like a double step
-        deep = QoSProfile(depth=1000, reliability=common.QOS_COMMAND.reliability,
-                          history=common.QOS_COMMAND.history)
-        n.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command, deep)
+        deep = QoSProfile(depth=1000, reliability=qos.QOS_COMMAND.reliability,
+                          history=qos.QOS_COMMAND.history)
+        n.create_subscription(Float64MultiArray, topics.TOPIC_COMMAND, self._on_command, deep)
         n.create_subscription(Log, '/rosout', self._on_log, 100)
         n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.other_forms = {}
-        n.create_subscription(JointTrajectory, common.TOPIC_TRAJECTORY,
+        n.create_subscription(JointTrajectory, topics.TOPIC_TRAJECTORY,
                               lambda m: self.other_forms.update(trajectory=m), 10)
-        n.create_subscription(JointState, common.TOPIC_COMMAND_STATE,
+        n.create_subscription(JointState, topics.TOPIC_COMMAND_STATE,
                               lambda m: self.other_forms.update(state=m), 10)
         self.diagnostics = None
         self.params = n.create_client(SetParameters, '/controller/set_parameters')
@@ -91,9 +93,9 @@ class Harness:
 
     def latent(self, tensor=None, **fields):
         tensor = np.zeros(self.token_shape, np.float32) if tensor is None else tensor
-        now = self.common.now_sec(self.node)
+        now = codecs.now_sec(self.node)
         fields.setdefault('model_id', self.model_id)
-        return self.common.fill_latent(self.LatentTensor(), tensor, now, valid=True, **fields)
+        return codecs.fill_latent(self.LatentTensor(), tensor, now, valid=True, **fields)
 
     def _publish_joints(self):
         msg = self.JointState(name=self.names, position=self.positions)

@@ -14,8 +14,11 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from std_msgs.msg import String
 
+from dial_ros.codecs import fill_latent, instruction_id, now_sec, read_latent, stamp_to_sec
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
+from dial_ros.nodes.qos import QOS_LATCHED, QOS_LATENT
+from dial_ros.topics import TOPIC_INSTRUCTION, TOPIC_INTENT, TOPIC_OBSERVATION
 from rosgraph import running_node, stop_node
 from test_node_perception import EMBODIMENT, domain_for, key_of, wait_for_log
 
@@ -44,15 +47,15 @@ class Perception:
 
     def __init__(self, peer, model_id, shape):
         self.peer, self.model_id, self.shape = peer, model_id, shape
-        self.pub = peer.node.create_publisher(LatentTensor, common.TOPIC_OBSERVATION,
-                                              common.QOS_LATENT)
+        self.pub = peer.node.create_publisher(LatentTensor, TOPIC_OBSERVATION,
+                                              QOS_LATENT)
         self.rng = np.random.default_rng(0)
         self.sent = {}  # stamp -> send time
 
     def publish(self, tokens=None, model_id=None):
         tokens = self.rng.standard_normal(self.shape) if tokens is None else tokens
-        msg = common.fill_latent(LatentTensor(), tokens, common.now_sec(self.peer.node),
-                                 model_id=model_id or self.model_id, valid=True)
+        msg = fill_latent(LatentTensor(), tokens, now_sec(self.peer.node),
+                          model_id=model_id or self.model_id, valid=True)
         self.pub.publish(msg)
         self.sent[key_of(msg)] = time.monotonic()
 
@@ -82,7 +85,7 @@ def rate_of(intents, since):
 
     Late delivery in a burst does not inflate it; only ticks the node skipped lower it.
     """
-    times = [common.stamp_to_sec(m.header.stamp) for t, m in intents if t >= since and m.valid]
+    times = [stamp_to_sec(m.header.stamp) for t, m in intents if t >= since and m.valid]
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
 
 
@@ -106,10 +109,10 @@ def test_intents_follow_observations_and_the_rate_changes_live(intent, model):
     peer, proc, log = intent
     model_id, shape, horizon = model
     assert state(peer) == 'active', log.read_text()
-    instruction = peer.node.create_publisher(String, common.TOPIC_INSTRUCTION,
-                                             common.QOS_LATCHED)
+    instruction = peer.node.create_publisher(String, TOPIC_INSTRUCTION,
+                                             QOS_LATCHED)
     instruction.publish(String(data='pick up the cube'))
-    intents = peer.collect(LatentTensor, common.TOPIC_INTENT, common.QOS_LATENT)
+    intents = peer.collect(LatentTensor, TOPIC_INTENT, QOS_LATENT)
     diags = peer.collect(DiagnosticArray, '/diagnostics', 10)
     camera = Perception(peer, model_id, shape)
     assert peer.spin_until(lambda: camera.pub.get_subscription_count() > 0, 30.0)
@@ -121,8 +124,8 @@ def test_intents_follow_observations_and_the_rate_changes_live(intent, model):
         assert key_of(msg) in camera.sent, 'intent not stamped with an observation'
         assert msg.valid and msg.model_id == model_id and msg.horizon == horizon
         assert msg.valid_for == 1.0 and msg.compute_time > 0
-        assert msg.instruction_id == common.instruction_id('pick up the cube')
-        assert np.isfinite(common.read_latent(msg, shape)).all()
+        assert msg.instruction_id == instruction_id('pick up the cube')
+        assert np.isfinite(read_latent(msg, shape)).all()
 
     result = set_rate(peer, 10.0)
     assert result.successful, result.reason
@@ -133,7 +136,7 @@ def test_intents_follow_observations_and_the_rate_changes_live(intent, model):
     print(f'intent: rate {rate5:.2f} Hz at 5 Hz, {rate10:.2f} Hz at 10 Hz; observation -> '
           f'intent median {np.median(ages):.1f} ms, max {np.max(ages):.1f} ms')
     assert 8.0 < rate10 < 11.5, (rate10, last_diagnostics(diags))
-    assert intents[-1][1].instruction_id == common.instruction_id('put the cube down')
+    assert intents[-1][1].instruction_id == instruction_id('put the cube down')
 
     result = set_rate(peer, 1000.0)
     assert not result.successful and result.reason, 'an out-of-range rate was accepted'
@@ -159,7 +162,7 @@ def test_intents_follow_observations_and_the_rate_changes_live(intent, model):
 def test_without_autostart_nothing_is_published_until_configured_and_activated(intent, model):
     peer, proc, log = intent
     model_id, shape, _ = model
-    intents = peer.collect(LatentTensor, common.TOPIC_INTENT, common.QOS_LATENT)
+    intents = peer.collect(LatentTensor, TOPIC_INTENT, QOS_LATENT)
     camera = Perception(peer, model_id, shape)
     assert state(peer) == 'unconfigured'
     peer.run(0.5, 20.0, camera.publish)
@@ -173,8 +176,8 @@ def test_without_autostart_nothing_is_published_until_configured_and_activated(i
     assert not intents, 'published before any instruction'
     assert wait_for_log(log, 'no instruction yet')
 
-    instruction = peer.node.create_publisher(String, common.TOPIC_INSTRUCTION,
-                                             common.QOS_LATCHED)
+    instruction = peer.node.create_publisher(String, TOPIC_INSTRUCTION,
+                                             QOS_LATCHED)
     instruction.publish(String(data='wave'))
     peer.run(1.5, 20.0, camera.publish)
     assert sum(m.valid for _, m in intents) >= 4

@@ -15,8 +15,11 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # before any rclpy co
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
+from dial_ros.codecs import fill_image, now_sec, read_latent  # noqa: E402
 from dial_ros.msg import LatentTensor  # noqa: E402
-from dial_ros.nodes import common  # noqa: E402
+from dial_ros.nodes.qos import QOS_LATENT, QOS_SENSOR  # noqa: E402
+from dial_ros.topics import (TOPIC_IMAGE, TOPIC_JOINT_STATES, TOPIC_OBSERVATION,  # noqa: E402
+                             TOPIC_OBSERVATION_JOINT_STATE)
 from rosgraph import running_node, stop_node  # noqa: E402
 
 EMBODIMENT = 'gr1_sim'  # the launch default
@@ -42,17 +45,17 @@ class Camera:
 
     def __init__(self, peer):
         self.peer = peer
-        self.images = peer.node.create_publisher(Image, common.TOPIC_IMAGE, common.QOS_SENSOR)
-        self.joints = peer.node.create_publisher(JointState, common.TOPIC_JOINT_STATES,
-                                                 common.QOS_SENSOR)
+        self.images = peer.node.create_publisher(Image, TOPIC_IMAGE, QOS_SENSOR)
+        self.joints = peer.node.create_publisher(JointState, TOPIC_JOINT_STATES,
+                                                 QOS_SENSOR)
         self.rng = np.random.default_rng(0)
         self.sent = {}  # stamp (sec, nanosec) -> send time
 
     def frame(self, rgb=None, encoding='rgb8', stamp_s=None):
-        stamp_s = common.now_sec(self.peer.node) if stamp_s is None else stamp_s
+        stamp_s = now_sec(self.peer.node) if stamp_s is None else stamp_s
         if rgb is None:
             rgb = self.rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
-        msg = common.rgb_to_image(rgb, stamp_s, 'head_camera')
+        msg = fill_image(Image(), rgb, stamp_s, 'head_camera')
         if encoding == 'mono8':
             msg.encoding, msg.step = 'mono8', msg.width
             msg.data = msg.data[:msg.width * msg.height]
@@ -84,7 +87,7 @@ def perception(tmp_path, request):
 def connect(peer, camera, proc, log):
     ok = peer.spin_until(lambda: camera.images.get_subscription_count() > 0
                          and camera.joints.get_subscription_count() > 0
-                         and peer.node.count_publishers(common.TOPIC_OBSERVATION) > 0, 30.0)
+                         and peer.node.count_publishers(TOPIC_OBSERVATION) > 0, 30.0)
     assert ok, f'perception never connected (rc {proc.poll()}):\n{log.read_text()}'
 
 
@@ -112,8 +115,8 @@ def warm_up(peer, camera, latents):
 def test_latents_carry_frame_stamps_with_joint_states_and_diagnostics(perception):
     peer, proc, log = perception
     camera = Camera(peer)
-    latents = peer.collect(LatentTensor, common.TOPIC_OBSERVATION, common.QOS_LATENT)
-    joints = peer.collect(JointState, common.TOPIC_OBSERVATION_JOINT_STATE, common.QOS_LATENT)
+    latents = peer.collect(LatentTensor, TOPIC_OBSERVATION, QOS_LATENT)
+    joints = peer.collect(JointState, TOPIC_OBSERVATION_JOINT_STATE, QOS_LATENT)
     diags = peer.collect(DiagnosticArray, '/diagnostics', 10)
     connect(peer, camera, proc, log)
     warm_up(peer, camera, latents)
@@ -131,7 +134,7 @@ def test_latents_carry_frame_stamps_with_joint_states_and_diagnostics(perception
         assert list(msg.shape) == [64, width] and msg.dtype == 'float32'
         assert msg.valid and msg.horizon == 0 and msg.model_id == default_id
         assert msg.header.frame_id == 'head_camera' and msg.compute_time > 0
-        assert np.isfinite(common.read_latent(msg, (64, width))).all()
+        assert np.isfinite(read_latent(msg, (64, width))).all()
     seqs = [m.seq for _, m in latents]
     assert seqs == sorted(seqs)
     assert {key_of(m) for _, m in latents} <= {key_of(m) for _, m in joints}
@@ -142,7 +145,7 @@ def test_latents_carry_frame_stamps_with_joint_states_and_diagnostics(perception
 
     status = [{kv.key: kv.value for kv in s.values} for _, d in diags for s in d.status
               if s.name == '/perception']
-    rates = [float(v[f'{common.TOPIC_IMAGE} rate_hz']) for v in status]
+    rates = [float(v[f'{TOPIC_IMAGE} rate_hz']) for v in status]
     assert any(15 < r < 25 for r in rates), rates  # bursts after a starved second read high
     # every synchronised set is encoded or superseded by a newer one (<= 2 in flight)
     for v in status:
@@ -154,14 +157,14 @@ def test_latents_carry_frame_stamps_with_joint_states_and_diagnostics(perception
 def test_bad_frames_are_dropped_with_an_error_and_the_node_keeps_running(perception):
     peer, proc, log = perception
     camera = Camera(peer)
-    latents = peer.collect(LatentTensor, common.TOPIC_OBSERVATION, common.QOS_LATENT)
+    latents = peer.collect(LatentTensor, TOPIC_OBSERVATION, QOS_LATENT)
     connect(peer, camera, proc, log)
     warm_up(peer, camera, latents)
 
     rgb = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     bad = [camera.frame(encoding='mono8'),
            camera.frame(rgb=np.zeros((80, 100, 3), np.uint8)),
-           camera.frame(stamp_s=common.now_sec(peer.node) - 0.5)]  # out of order
+           camera.frame(stamp_s=now_sec(peer.node) - 0.5)]  # out of order
     peer.run(0.3)
     for _ in range(3):  # best effort under a loaded CPU: retry a lost pair
         bgr = camera.frame(rgb, 'bgr8')

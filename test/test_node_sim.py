@@ -17,7 +17,9 @@ from std_msgs.msg import Bool, Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from dial_ros.embodiment import load_embodiment  # noqa: E402
-from dial_ros.nodes import common  # noqa: E402
+from dial_ros.nodes.qos import QOS_COMMAND, QOS_SENSOR  # noqa: E402
+from dial_ros.topics import (TOPIC_COMMAND, TOPIC_IMAGE, TOPIC_JOINT_STATES,  # noqa: E402
+                             TOPIC_OBJECT_POSE, TOPIC_SUCCESS)
 from rosgraph import RosPeer, start_node, stop_node  # noqa: E402
 
 DISCOVERY_S = 20.0  # node start-up (imports, scene load) plus discovery (>= 10 s)
@@ -48,13 +50,13 @@ def test_sim_node_topics_commands_reset_and_rate(tmp_path):
     sim = start_node('sim', domain, log, control_rate_hz=20, camera_rate_hz=10, seed=3)
     peer = RosPeer(domain)
     try:
-        joints = peer.collect(JointState, common.TOPIC_JOINT_STATES, common.QOS_SENSOR,
+        joints = peer.collect(JointState, TOPIC_JOINT_STATES, QOS_SENSOR,
                               stamped=False)
-        images = peer.collect(Image, common.TOPIC_IMAGE, common.QOS_SENSOR, stamped=False)
-        success = peer.collect(Bool, common.TOPIC_SUCCESS, 10, stamped=False)
-        poses = peer.collect(PoseStamped, common.TOPIC_OBJECT_POSE, 10, stamped=False)
-        command = peer.node.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
-                                             common.QOS_COMMAND)
+        images = peer.collect(Image, TOPIC_IMAGE, QOS_SENSOR, stamped=False)
+        success = peer.collect(Bool, TOPIC_SUCCESS, 10, stamped=False)
+        poses = peer.collect(PoseStamped, TOPIC_OBJECT_POSE, 10, stamped=False)
+        command = peer.node.create_publisher(Float64MultiArray, TOPIC_COMMAND,
+                                             QOS_COMMAND)
         assert peer.spin_until(lambda: joints and images and success and poses
                                and command.get_subscription_count() > 0, DISCOVERY_S), \
             log.read_text()
@@ -128,9 +130,9 @@ def test_expert_drives_sim_to_success(tmp_path):
                         episode_timeout_s=20.0)
     peer = RosPeer(domain)
     try:
-        qos = common.QOS_COMMAND  # reliable, depth 10, as the events are published
+        qos = QOS_COMMAND  # reliable, depth 10, as the events are published
         events = peer.collect(String, '/expert/episode', qos, stamped=False)
-        success = peer.collect(Bool, common.TOPIC_SUCCESS, 10, stamped=False)
+        success = peer.collect(Bool, TOPIC_SUCCESS, 10, stamped=False)
 
         def stops():
             return [e for e in map(json.loads, (m.data for m in events))

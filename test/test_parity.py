@@ -52,6 +52,7 @@ import time
 import numpy as np
 import pytest
 
+from dial_ros import codecs, topics
 from rosgraph import ROOT, RosPeer, domain_id, start_node, stop_node
 
 pytestmark = pytest.mark.ros
@@ -179,28 +180,28 @@ class Graph:
         from sensor_msgs.msg import Image, JointState
 
         from dial_ros.msg import ActionChunk, LatentTensor
-        from dial_ros.nodes import common
-        self.peer, self.common, self.JointState = peer, common, JointState
+        from dial_ros.nodes.qos import QOS_LATENT, QOS_SENSOR
+        self.peer, self.JointState, self.Image, self.qos = peer, JointState, Image, QOS_LATENT
         node = peer.node
         # the robot reports its joints in its own order, with one the embodiment lacks
         order = list(reversed(range(len(names))))
         self.names = [names[i] for i in order] + ['joint_not_in_the_embodiment']
         self.q_frame = [float(q[i]) for i in order] + [0.3]
         self.q_live = [float(q_live[i]) for i in order] + [0.3]
-        self.image_pub = node.create_publisher(Image, common.TOPIC_IMAGE, common.QOS_SENSOR)
-        self.joint_pub = node.create_publisher(JointState, common.TOPIC_JOINT_STATES,
-                                               common.QOS_SENSOR)
+        self.image_pub = node.create_publisher(Image, topics.TOPIC_IMAGE, QOS_SENSOR)
+        self.joint_pub = node.create_publisher(JointState, topics.TOPIC_JOINT_STATES,
+                                               QOS_SENSOR)
         self.got = {}
-        self.subs = [self._collect(ActionChunk, common.TOPIC_CHUNK),
-                     self._collect(LatentTensor, common.TOPIC_OBSERVATION),
-                     self._collect(LatentTensor, common.TOPIC_INTENT),
-                     self._collect(JointState, common.TOPIC_OBSERVATION_JOINT_STATE)]
+        self.subs = [self._collect(ActionChunk, topics.TOPIC_CHUNK),
+                     self._collect(LatentTensor, topics.TOPIC_OBSERVATION),
+                     self._collect(LatentTensor, topics.TOPIC_INTENT),
+                     self._collect(JointState, topics.TOPIC_OBSERVATION_JOINT_STATE)]
         self.last_joint_stamp = None
 
     def _collect(self, msg_type, topic):
         self.got[topic] = []
         return self.peer.node.create_subscription(msg_type, topic, self.got[topic].append,
-                                                  self.common.QOS_LATENT)
+                                                  self.qos)
 
     def now(self):
         return self.peer.node.get_clock().now().to_msg()
@@ -221,7 +222,7 @@ class Graph:
         self.peer.run(QUIET_S)
         stamp = self.now()
         self.publish_joints(self.q_frame, stamp)
-        msg = self.common.rgb_to_image(image, 0.0, 'head_camera')
+        msg = codecs.fill_image(self.Image(), image, 0.0, 'head_camera')
         msg.header.stamp = stamp
         self.image_pub.publish(msg)
         self.peer.run(QUIET_S)
@@ -235,13 +236,13 @@ class Graph:
         return until()
 
     def connected(self):
-        c, node = self.common, self.peer.node
+        node = self.peer.node
         return (self.image_pub.get_subscription_count() >= 1            # perception
                 and self.joint_pub.get_subscription_count() >= 2        # + controller
                 and all(s.get_publisher_count() >= 1 for s in self.subs)
-                and node.count_subscribers(c.TOPIC_OBSERVATION) >= 3   # intent, controller
-                and node.count_subscribers(c.TOPIC_INTENT) >= 2
-                and node.count_subscribers(c.TOPIC_OBSERVATION_JOINT_STATE) >= 2)
+                and node.count_subscribers(topics.TOPIC_OBSERVATION) >= 3   # intent, controller
+                and node.count_subscribers(topics.TOPIC_INTENT) >= 2
+                and node.count_subscribers(topics.TOPIC_OBSERVATION_JOINT_STATE) >= 2)
 
 
 def stamp_key(stamp):
@@ -300,7 +301,7 @@ def test_deployed_nodes_compute_the_offline_chunk(recorded, tmp_path):
             f'the graph never connected\n{logs(paths)}'
         g.run(1.0)  # the nodes' own matches (perception -> intent/controller, ...)
 
-        chunks = g.got[common.TOPIC_CHUNK]
+        chunks = g.got[topics.TOPIC_CHUNK]
         sent = [g.publish_frame(r['image'])]
         # one frame; best effort may lose it while the graph settles: then once more
         while not g.run(30.0, lambda: alive() and chunks) and len(sent) < 3:
@@ -318,22 +319,22 @@ def test_deployed_nodes_compute_the_offline_chunk(recorded, tmp_path):
             stop_node(proc)
 
     # perception: the ViT tokens of the frame, stamped with it
-    latents = g.got[common.TOPIC_OBSERVATION]
+    latents = g.got[topics.TOPIC_OBSERVATION]
     assert latents and {key(m) for m in latents} <= set(sent)
     for msg in latents:
-        np.testing.assert_allclose(common.read_latent(msg, policy.token_shape), r['tokens'],
+        np.testing.assert_allclose(codecs.read_latent(msg, policy.token_shape), r['tokens'],
                                    rtol=0, atol=ATOL)
     # the joint state synchronised with the frame (by name: the robot's order differs)
-    for msg in g.got[common.TOPIC_OBSERVATION_JOINT_STATE]:
+    for msg in g.got[topics.TOPIC_OBSERVATION_JOINT_STATE]:
         assert key(msg) in set(sent)
         np.testing.assert_array_equal(common.JointOrder(policy.joint_names).positions(msg), q)
     # intent: System-2 on those tokens and the dataset's instruction
-    intents = g.got[common.TOPIC_INTENT]
+    intents = g.got[topics.TOPIC_INTENT]
     assert intents
     for msg in intents:
         assert key(msg) in set(sent)
-        assert msg.instruction_id == common.instruction_id(instruction)
-        np.testing.assert_allclose(common.read_latent(msg, policy.token_shape), r['intent'],
+        assert msg.instruction_id == codecs.instruction_id(instruction)
+        np.testing.assert_allclose(codecs.read_latent(msg, policy.token_shape), r['intent'],
                                    rtol=0, atol=ATOL)
     # controller: chunk k == the offline chunk with seed SEED + k, in joint_names order
     for k, msg in enumerate(chunks):

@@ -173,7 +173,8 @@ def test_replay_streams_the_recorded_commands_through_safety_to_the_sim(episode)
 
     from dial_ros.data.bag import read_episode
     from dial_ros.embodiment import load_embodiment
-    from dial_ros.nodes import common
+    from dial_ros.nodes.qos import QOS_COMMAND, QOS_SENSOR
+    from dial_ros.topics import TOPIC_COMMAND, TOPIC_JOINT_STATES
     from rosgraph import Probe
     path, _, _, root = episode
     recorded = np.array(read_episode(path).commands)
@@ -185,13 +186,13 @@ def test_replay_streams_the_recorded_commands_through_safety_to_the_sim(episode)
                     '-p', 'ramp_time_s:=0.5'], domain, root / 'replay.log')
     probe = Probe(domain)
     try:
-        probe.record(common.TOPIC_COMMAND, Float64MultiArray, common.QOS_COMMAND,
+        probe.record(TOPIC_COMMAND, Float64MultiArray, QOS_COMMAND,
                      lambda m: np.array(m.data))
-        probe.record(common.TOPIC_JOINT_STATES, JointState, common.QOS_SENSOR,
+        probe.record(TOPIC_JOINT_STATES, JointState, QOS_SENSOR,
                      lambda m: None)
-        assert probe.wait_for(common.TOPIC_COMMAND, 200, timeout=60), (
+        assert probe.wait_for(TOPIC_COMMAND, 200, timeout=60), (
             (root / 'replay.log').read_text()[-3000:])
-        sent = np.array([m for _, m in probe.since(common.TOPIC_COMMAND, 0)])
+        sent = np.array([m for _, m in probe.since(TOPIC_COMMAND, 0)])
     finally:
         probe.close()
         stop(replay)

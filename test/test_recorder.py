@@ -10,6 +10,8 @@ import yaml
 import rosgraph
 
 import dial_ros  # noqa: F401 - the Fast DDS profile (large images over shared memory)
+from dial_ros import codecs, topics
+from dial_ros.nodes import qos
 
 pytestmark = pytest.mark.ros
 TIMEOUT_S = 20.0
@@ -34,13 +36,12 @@ class Feeder:
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray
 
-        from dial_ros.nodes import common
-        self.node, self.common = node, common
-        self.image = node.create_publisher(Image, common.TOPIC_IMAGE, common.QOS_SENSOR)
-        self.joints = node.create_publisher(JointState, common.TOPIC_JOINT_STATES,
-                                            common.QOS_SENSOR)
-        self.commands = node.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
-                                              common.QOS_COMMAND)
+        self.node, self.Image = node, Image
+        self.image = node.create_publisher(Image, topics.TOPIC_IMAGE, qos.QOS_SENSOR)
+        self.joints = node.create_publisher(JointState, topics.TOPIC_JOINT_STATES,
+                                            qos.QOS_SENSOR)
+        self.commands = node.create_publisher(Float64MultiArray, topics.TOPIC_COMMAND,
+                                              qos.QOS_COMMAND)
         self.classes = (Image, JointState, Float64MultiArray)
         self.frame = np.zeros((240, 320, 3), np.uint8)
 
@@ -54,22 +55,22 @@ class Feeder:
     def burst(self, seconds, camera_only=False):
         """Publish for ``seconds`` (paced at 100 Hz); counts per topic."""
         _, JointState, Float64MultiArray = self.classes
-        counts = {self.common.TOPIC_IMAGE: 0}
+        counts = {topics.TOPIC_IMAGE: 0}
         if not camera_only:
-            counts.update({self.common.TOPIC_JOINT_STATES: 0, self.common.TOPIC_COMMAND: 0})
+            counts.update({topics.TOPIC_JOINT_STATES: 0, topics.TOPIC_COMMAND: 0})
         start = time.monotonic()
         for tick in range(int(seconds * 100)):
             now = time.time()
             if tick % 3 == 0:
                 self.frame[0, 0, 0] = tick % 256
-                self.image.publish(self.common.rgb_to_image(self.frame, now, 'head'))
-                counts[self.common.TOPIC_IMAGE] += 1
+                self.image.publish(codecs.fill_image(self.Image(), self.frame, now, 'head'))
+                counts[topics.TOPIC_IMAGE] += 1
             if not camera_only:
                 self.joints.publish(JointState(name=['j'], position=[float(tick)]))
-                counts[self.common.TOPIC_JOINT_STATES] += 1
+                counts[topics.TOPIC_JOINT_STATES] += 1
                 if tick % 2 == 0:
                     self.commands.publish(Float64MultiArray(data=[float(tick)]))
-                    counts[self.common.TOPIC_COMMAND] += 1
+                    counts[topics.TOPIC_COMMAND] += 1
             time.sleep(max(0.0, start + (tick + 1) * 0.01 - time.monotonic()))
         return counts
 
@@ -114,11 +115,10 @@ def start_recorder(domain, tmp_path, log, **params):
 
 def test_episodes_by_service_event_and_signal_then_kill_9_and_recover(graph, tmp_path):
     from dial_ros.msg import EpisodeEvent
-    from dial_ros.nodes import common
     domain, probe, procs = graph
     feeder = Feeder(probe.node)
     events = probe.node.create_publisher(EpisodeEvent, '/recorder/episode_event',
-                                         common.QOS_COMMAND)
+                                         qos.QOS_COMMAND)
     procs.append(start_recorder(domain, tmp_path, 'recorder.log'))
     feeder.wait_matched()
 
@@ -164,7 +164,7 @@ def test_episodes_by_service_event_and_signal_then_kill_9_and_recover(graph, tmp
 
     from dial_ros.bags import recover
     procs.append(start_recorder(domain, tmp_path, 'recorder2.log', follow_expert='true'))
-    expert = probe.node.create_publisher(String, '/expert/episode', common.QOS_COMMAND)
+    expert = probe.node.create_publisher(String, '/expert/episode', qos.QOS_COMMAND)
     feeder.wait_matched()
     wait_for(lambda: expert.get_subscription_count() > 0, 'expert topic not matched')
     expert.publish(String(data=json.dumps({'event': 'start', 'seed': 7})))
@@ -186,14 +186,13 @@ def test_record_cli_then_play_keeps_timing_and_content(graph, tmp_path):
     from sensor_msgs.msg import JointState
 
     from dial_ros.bags import read_messages
-    from dial_ros.nodes import common
     domain, probe, procs = graph
     bag = tmp_path / 'cli_bag'
     record = rosgraph.start([rosgraph.PYTHON, '-m', 'dial_ros.bags', 'record', '-o', str(bag),
                              '/test/joints', '--tag', 'task=play_test'], domain,
                             tmp_path / 'record.log')
     procs.append(record)
-    pub = probe.node.create_publisher(JointState, '/test/joints', common.QOS_COMMAND)
+    pub = probe.node.create_publisher(JointState, '/test/joints', qos.QOS_COMMAND)
     Feeder.wait_matched(None, [pub])
     gaps = np.tile([0.020, 0.030, 0.025, 0.045], 25)        # irregular, 22-50 Hz
     for i, gap in enumerate(gaps):
@@ -210,7 +209,7 @@ def test_record_cli_then_play_keeps_timing_and_content(graph, tmp_path):
     probe.node.create_subscription(
         JointState, '/test/joints',
         lambda m, i: received.append((i['source_timestamp'], i['received_timestamp'],
-                                      m.position[0])), common.QOS_COMMAND)
+                                      m.position[0])), qos.QOS_COMMAND)
     probe.record('/clock', Clock, QoSProfile(depth=10,
                                              reliability=ReliabilityPolicy.BEST_EFFORT),
                  lambda m: m.clock.sec * 10**9 + m.clock.nanosec)

@@ -4,8 +4,8 @@ The writer, reader and recovery (``writer``, ``reader``, ``recover``, ``metadata
 ``types``, ``episodes``) import no rclpy; the ROS adapters are the ``ros_*`` modules.
 CLI: ``python -m dial_ros.bags {info,record,play,recover} ...``.
 """
-from dial_ros.bags.reader import info, read_messages
+from dial_ros.bags.reader import info, read_messages, scan_messages
 from dial_ros.bags.recover import recover
 from dial_ros.bags.writer import BagWriter, RecordingError
 
-__all__ = ['BagWriter', 'RecordingError', 'info', 'read_messages', 'recover']
+__all__ = ['BagWriter', 'RecordingError', 'info', 'read_messages', 'recover', 'scan_messages']

@@ -14,33 +14,17 @@ and ``state: recovered``.
 import logging
 import os
 import pathlib
-import struct
 
 import yaml
-from mcap.exceptions import McapError
-from mcap.reader import make_reader
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer as McapWriter
 
 from dial_ros.bags import metadata as meta
-from dial_ros.bags.reader import segment_files
+from dial_ros.bags.reader import READ_ERRORS, finalised_summary, segment_files
 from dial_ros.bags.writer import LIBRARY, SegmentFile
 
 LOG = logging.getLogger(__name__)
-_READ_ERRORS = (McapError, EOFError, struct.error, ValueError, OSError)
-
-
-def _finalised_summary(path):
-    """The summary of a finalised MCAP file, or None when it is truncated or unreadable."""
-    try:
-        with open(path, 'rb') as f:
-            summary = make_reader(f).get_summary()
-    except _READ_ERRORS + (KeyError, IndexError):
-        return None
-    if summary is None or summary.statistics is None:
-        return None
-    return summary
 
 
 def _salvage(path, tmp):
@@ -67,7 +51,7 @@ def _salvage(path, tmp):
                     writer.add_message(channel, record.log_time, record.data,
                                        record.publish_time, record.sequence)
                     count += 1
-    except _READ_ERRORS + (KeyError,) as err:
+    except READ_ERRORS + (KeyError,) as err:
         LOG.info('%s: stopped at %s: %s', path.name, type(err).__name__, err)
     writer.finish()
     stream.fsync()
@@ -102,7 +86,7 @@ def recover(bag_dir, delete_truncated=False):
         raise ValueError(f'{bag_dir}: no .mcap segments to recover')
     topics, files, salvaged, dropped = {}, [], 0, []
     for path in paths:
-        summary = _finalised_summary(path)
+        summary = finalised_summary(path)
         if summary is None:
             tmp = path.with_name(path.name + '.recovering')
             if tmp.exists():
@@ -120,7 +104,7 @@ def recover(bag_dir, delete_truncated=False):
             os.replace(tmp, path)
             salvaged += count
             LOG.info('%s: %d messages salvaged', path.name, count)
-            summary = _finalised_summary(path)
+            summary = finalised_summary(path)
             if summary is None:
                 raise ValueError(f'{path}: rewritten segment does not read back')
         files.append(_scan(path, summary, topics))

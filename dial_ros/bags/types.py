@@ -77,6 +77,16 @@ class MessageTypes:
                 return path
         return None
 
+    @property
+    def store(self):
+        """The rosbags typestore (Kilted + the types resolved so far)."""
+        return self._store
+
+    def deserialize(self, data, msgtype):
+        """CDR bytes -> a rosbags message object; ValueError for an unknown type."""
+        self.definition(msgtype)
+        return self._store.deserialize_cdr(data, normalise_type(msgtype))
+
     def known(self, msgtype):
         """True when the definition of ``msgtype`` can be resolved."""
         try:

@@ -30,9 +30,7 @@ import json
 import os
 import pathlib
 import platform
-import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +38,8 @@ import time
 import numpy as np
 
 import dial_ros
+from dial_ros import procs
+from dial_ros.codecs import fill_latent, now_sec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 NODES = ('sim', 'perception', 'intent')
@@ -106,28 +106,25 @@ class Feeder:
         from sensor_msgs.msg import JointState
 
         from dial_ros.msg import LatentTensor
-        from dial_ros.nodes import common
-        self.common, self.LatentTensor, self.JointState = common, LatentTensor, JointState
+        from dial_ros.nodes.qos import QOS_LATENT, QOS_SENSOR
+        from dial_ros.topics import TOPIC_INTENT, TOPIC_JOINT_STATES, TOPIC_OBSERVATION
+        self.LatentTensor, self.JointState = LatentTensor, JointState
         rclpy.init(domain_id=domain)
         self.node = node = rclpy.create_node('control_loop_feeder')
         self.model_id, self.token_shape = model_id, tuple(token_shape)
         self.joint_names = list(joint_names)
         self.rng = np.random.default_rng(0)
-        self.js_pub = node.create_publisher(JointState, common.TOPIC_JOINT_STATES,
-                                            common.QOS_SENSOR)
-        self.obs_pub = node.create_publisher(LatentTensor, common.TOPIC_OBSERVATION,
-                                             common.QOS_LATENT)
-        self.intent_pub = node.create_publisher(LatentTensor, common.TOPIC_INTENT,
-                                                common.QOS_LATENT)
+        self.js_pub = node.create_publisher(JointState, TOPIC_JOINT_STATES, QOS_SENSOR)
+        self.obs_pub = node.create_publisher(LatentTensor, TOPIC_OBSERVATION, QOS_LATENT)
+        self.intent_pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
         node.create_timer(0.01, self._publish_joints)
         node.create_timer(0.05, lambda: self.obs_pub.publish(self._latent()))
         node.create_timer(0.2, lambda: self.intent_pub.publish(self._latent(valid_for=1.0)))
 
     def _latent(self, **fields):
         tensor = self.rng.standard_normal(self.token_shape, np.float32)
-        return self.common.fill_latent(self.LatentTensor(), tensor,
-                                       self.common.now_sec(self.node), valid=True,
-                                       model_id=self.model_id, **fields)
+        return fill_latent(self.LatentTensor(), tensor, now_sec(self.node), valid=True,
+                           model_id=self.model_id, **fields)
 
     def _publish_joints(self):
         msg = self.JointState(name=self.joint_names, position=[0.0] * len(self.joint_names))
@@ -163,7 +160,7 @@ class Bench:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Float64MultiArray
 
-        from dial_ros.nodes import common
+        from dial_ros.topics import TOPIC_COMMAND
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = node = rclpy.create_node('control_loop_bench', context=self.context)
@@ -173,7 +170,7 @@ class Bench:
         # executor gets to the callback; raw (no deserialisation) and a deep queue, so that
         # a slow executor loses nothing
         deep = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self._on_command,
+        node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self._on_command,
                                  deep, raw=True)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.params = node.create_client(SetParameters, '/controller/set_parameters')
@@ -268,14 +265,13 @@ def gil_probe(policy, seconds, priority, process_priority):
     return out
 
 
-def run_rate(bench, hz, priority, args, env, log_dir):
+def run_rate(bench, hz, priority, args, domain, log_dir):
     # realtime: the defaults (command thread SCHED_FIFO 50, the other threads 10); 0: normal
     process = args.process_priority if priority else 0
     params = {'control_rate_hz': hz, 'embodiment': args.embodiment,
               'realtime_priority': priority, 'process_priority': process}
-    log = open(log_dir / f'controller_{hz}hz_prio{priority}.log', 'w')
-    proc = subprocess.Popen(node_cmd('controller', params), env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = procs.start(node_cmd('controller', params), domain,
+                       log_dir / f'controller_{hz}hz_prio{priority}.log')
     try:
         startup = wait_tracking(bench, proc, args.startup_timeout)
         time.sleep(args.warmup)
@@ -290,13 +286,7 @@ def run_rate(bench, hz, priority, args, env, log_dir):
         diags = bench.diagnostics_since(start + 0.5)
         samples = [x for x in bench.times if wall0 <= x[1] <= wall1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        procs.stop(proc, timeout=10.0)
     if not diags:
         raise RuntimeError(f'{hz} Hz: no diagnostics from the controller')
     last = diags[-1][2]
@@ -329,16 +319,14 @@ def run_rate(bench, hz, priority, args, env, log_dir):
     return run
 
 
-def start_nodes(env, embodiment, log_dir):
-    procs = []
+def start_nodes(domain, embodiment, log_dir):
+    children = []
     for name in NODES:
         params = {'embodiment': embodiment} if name != 'sim' else {}
         if name == 'intent':
             params['instruction'] = f'"{INSTRUCTION}"'
-        log = open(log_dir / f'{name}.log', 'w')
-        procs.append(subprocess.Popen(node_cmd(name, params), env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, cwd=ROOT))
-    return procs
+        children.append(procs.start(node_cmd(name, params), domain, log_dir / f'{name}.log'))
+    return children
 
 
 def print_table(runs):
@@ -379,11 +367,10 @@ def main(argv=None):
     if args.load == 'nodes' and not have_nodes:
         parser.error(f'--load nodes needs dial_ros/nodes/{{{",".join(NODES)}}}.py')
     synthetic = args.load == 'synthetic' or (args.load == 'auto' and not have_nodes)
-    domain = random.Random(f'control_loop-{os.getpid()}').randint(100, 230)
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_DOMAIN_ID=str(domain), OMP_NUM_THREADS='1')
-    os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID',
-                                           'OMP_NUM_THREADS')})
+    domain = procs.new_domain_id('control_loop')
+    os.environ.update(OMP_NUM_THREADS='1')
+    os.environ.update({k: v for k, v in procs.ros_env(domain).items()
+                       if k in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID')})
     dial_ros.apply_ros_env_defaults()
     from dial_ros.nodes.common import load_policy
     policy, model_id = load_policy('', args.embodiment, 0)
@@ -396,22 +383,20 @@ def main(argv=None):
         cmd = [python(), '-m', 'dial_ros.bench.control_loop', '--json', '-', '--feeder',
                '--feeder-model-id', model_id, '--feeder-shape', shape,
                '--embodiment', args.embodiment]
-        feeders = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(
-            log_dir / 'feeder.log', 'w'), stderr=subprocess.STDOUT)]
+        feeders = [procs.start(cmd, domain, log_dir / 'feeder.log')]
     else:
-        feeders = start_nodes(env, args.embodiment, log_dir)
+        feeders = start_nodes(domain, args.embodiment, log_dir)
     bench = Bench(domain)
     runs, probe = [], None
     try:
         for priority in args.priorities:
             for hz in args.rates:
-                runs.append(run_rate(bench, hz, priority, args, env, log_dir))
+                runs.append(run_rate(bench, hz, priority, args, domain, log_dir))
                 print_table(runs[-1:])
     finally:
         bench.close()
         for proc in feeders:
-            proc.terminate()
-            proc.wait(10)
+            procs.stop(proc, timeout=10.0)
     if args.gil_probe_s > 0:  # after the feeders stopped: the GIL alone, not the machine
         probe = gil_probe(policy, args.gil_probe_s, max(args.priorities),
                           args.process_priority)

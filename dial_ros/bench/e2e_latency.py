@@ -14,7 +14,6 @@ asynchronously, so its intent is older than the frame).
 import argparse
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ import time
 import numpy as np
 
 import dial_ros
+from dial_ros import procs
 
 dial_ros.apply_ros_env_defaults()
 
@@ -45,18 +45,19 @@ class Listener:
         from std_msgs.msg import Float64MultiArray
 
         from dial_ros.msg import ActionChunk
-        from dial_ros.nodes import common
+        from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATENT
+        from dial_ros.topics import TOPIC_CHUNK, TOPIC_COMMAND
         self.lock = threading.Lock()
         self.pending = None  # (observation stamp, chunk arrival)
         self.seen = set()
         self.e2e, self.to_chunk, self.intent_age = [], [], []
-        node.create_subscription(ActionChunk, common.TOPIC_CHUNK, self.on_chunk,
-                                 common.QOS_LATENT)
-        node.create_subscription(Float64MultiArray, common.TOPIC_COMMAND, self.on_command,
-                                 common.QOS_COMMAND)
+        node.create_subscription(ActionChunk, TOPIC_CHUNK, self.on_chunk,
+                                 QOS_LATENT)
+        node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self.on_command,
+                                 QOS_COMMAND)
 
     def on_chunk(self, msg, info):
-        from dial_ros.nodes.common import stamp_to_sec
+        from dial_ros.codecs import stamp_to_sec
         obs = stamp_to_sec(msg.observation_stamp)
         arrived = info['received_timestamp'] * 1e-9
         with self.lock:
@@ -85,14 +86,12 @@ def main(argv=None):
                         help='max seconds to wait for the first chunk')
     parser.add_argument('--control-rate-hz', type=int, default=200)
     args = parser.parse_args(argv)
-    domain = random.randint(100, 230)
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_DOMAIN_ID=str(domain), OMP_NUM_THREADS='1')
-    launch = subprocess.Popen(
+    domain = procs.new_domain_id('e2e_latency')
+    launch = procs.start(
         [sys.executable, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
          f'control_rate_hz:={args.control_rate_hz}',
          f'duration:={args.duration + args.warmup + 30}'],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        domain, stderr=subprocess.DEVNULL)
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     context = rclpy.Context()
@@ -118,11 +117,7 @@ def main(argv=None):
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        os.killpg(launch.pid, signal.SIGINT)
-        try:
-            launch.wait(40)
-        except subprocess.TimeoutExpired:
-            os.killpg(launch.pid, signal.SIGKILL)
+        procs.stop(launch, signal.SIGINT, timeout=40)
     result = {'samples': len(e2e), **percentiles(e2e),
               'camera_to_chunk': percentiles(to_chunk),
               'intent_age_at_chunk': percentiles(intent_age),

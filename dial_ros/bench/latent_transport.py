@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 import dial_ros
+from dial_ros import procs
 
 PROFILE_VAR = 'FASTDDS_DEFAULT_PROFILES_FILE'
 SHAPE = (64, 2048)
@@ -163,8 +164,10 @@ def role_pub(args):
     rclpy = _ros_init()
     from rclpy.duration import Duration
 
+    from dial_ros.codecs import fill_latent
     from dial_ros.msg import LatentTensor
-    from dial_ros.nodes.common import QOS_LATENT, TOPIC_INTENT, fill_latent
+    from dial_ros.nodes.qos import QOS_LATENT
+    from dial_ros.topics import TOPIC_INTENT
 
     node = rclpy.create_node('latent_bench_pub')
     pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
@@ -226,8 +229,10 @@ def role_sub(args):
     """Receive latents until the last one arrives (or a stop/deadline); stamp and check each."""
     stop = _Stop()
     rclpy = _ros_init()
+    from dial_ros.codecs import read_latent
     from dial_ros.msg import LatentTensor
-    from dial_ros.nodes.common import QOS_LATENT, TOPIC_INTENT, read_latent
+    from dial_ros.nodes.qos import QOS_LATENT
+    from dial_ros.topics import TOPIC_INTENT
 
     last_seq = args.warmup + int(round(args.duration * args.rate)) - 1
     state = {'latency_ms': [], 'read_ms': [], 'seqs': set(), 'duplicates': 0,
@@ -281,12 +286,9 @@ def role_sub(args):
 # --- orchestration -----------------------------------------------------------------------
 def child_env(profile, domain_id, profile_file=None):
     """Environment of a child: localhost discovery, own domain, the profile or none."""
-    env = dict(os.environ)
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # never discover off this machine
-    env['ROS_DOMAIN_ID'] = str(domain_id)
-    env['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
-    env['SKIP_DEFAULT_XML_FILE'] = '1'  # ignore a stray DEFAULT_FASTDDS_PROFILES.xml in cwd
-    env.setdefault('OMP_NUM_THREADS', '1')
+    # SKIP_DEFAULT_XML_FILE: ignore a stray DEFAULT_FASTDDS_PROFILES.xml in cwd
+    env = procs.ros_env(domain_id, RMW_IMPLEMENTATION='rmw_fastrtps_cpp',
+                        SKIP_DEFAULT_XML_FILE='1')
     if profile == 'shm':
         env[PROFILE_VAR] = profile_file or dial_ros.fastdds_profile_path() or ''
         if not env[PROFILE_VAR]:
@@ -300,7 +302,7 @@ def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=Non
              warmup=WARMUP, match_timeout=MATCH_TIMEOUT):
     """Run one subscriber + one publisher process; return the merged results of one run."""
     if domain_id is None:
-        domain_id = random.randint(100, 230)
+        domain_id = procs.new_domain_id('latent_transport')
     env = child_env(profile, domain_id, profile_file)
     common = ['--duration', str(duration), '--rate', str(rate), '--warmup', str(warmup),
               '--match-timeout', str(match_timeout)]
@@ -308,35 +310,27 @@ def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=Non
     with tempfile.TemporaryDirectory(prefix='latent_transport_') as tmp:
         files = {r: {k: os.path.join(tmp, f'{r}.{k}') for k in ('json', 'log')}
                  for r in ('sub', 'pub')}
-        procs, logs = {}, {}
+        children = {}
         load_before = os.getloadavg()
         tx_before = net_tx_packets()
         wall0 = time.monotonic()
         try:
             for role in ('sub', 'pub'):
-                logs[role] = open(files[role]['log'], 'w')
-                procs[role] = subprocess.Popen(
-                    me + ['--role', role, '--out', files[role]['json']] + common, env=env,
-                    stdout=logs[role], stderr=subprocess.STDOUT)
+                children[role] = procs.start(
+                    me + ['--role', role, '--out', files[role]['json']] + common, domain_id,
+                    files[role]['log'], env=env, cwd=None)
             sockets = {}
             limit = wall0 + match_timeout + duration + warmup / rate + 3 * LINGER + 10
-            while procs['pub'].poll() is None and time.monotonic() < limit:
-                snap = udp_sockets({r: p.pid for r, p in procs.items()})
+            while children['pub'].poll() is None and time.monotonic() < limit:
+                snap = udp_sockets({r: p.pid for r, p in children.items()})
                 if snap and all(snap.values()):
                     sockets = snap
                 time.sleep(1.0)
-            _finish(procs['pub'], 3.0)
-            try:
-                procs['sub'].wait(timeout=LINGER)
-            except subprocess.TimeoutExpired:
-                _finish(procs['sub'], 5.0)
+            _finish(children['pub'], 3.0, 3.0)
+            _finish(children['sub'], LINGER + 5.0, 5.0)
         finally:
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            for log in logs.values():
-                log.close()
+            for proc in children.values():
+                procs.stop(proc, signal.SIGKILL, timeout=10.0)
         wall = time.monotonic() - wall0
         tx_after = net_tx_packets()
         load_after = os.getloadavg()
@@ -349,21 +343,17 @@ def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=Non
                 out[role] = {}
             with open(files[role]['log']) as f:
                 out[role]['log_tail'] = f.read()[-2000:]
-            out[role]['returncode'] = procs[role].returncode
+            out[role]['returncode'] = children[role].returncode
     return _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before,
                       tx_after, load_before, load_after, wall)
 
 
-def _finish(proc, timeout):
+def _finish(proc, grace, timeout):
+    """Let a role exit by itself within ``grace`` s, else SIGTERM it (then SIGKILL)."""
     try:
-        proc.wait(timeout=timeout)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        procs.stop(proc, signal.SIGTERM, timeout)
 
 
 def _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before, tx_after,

@@ -16,15 +16,16 @@ import argparse
 import json
 import os
 import pathlib
-import random
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 import dial_ros
+from dial_ros import procs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 CAMERAS = [f'/bench/camera{i}/image_raw' for i in range(3)]
@@ -49,17 +50,17 @@ def publish(topic, rate_hz, duration_s):
     import rclpy
     from sensor_msgs.msg import Image, JointState
 
-    from dial_ros.nodes import common
+    from dial_ros.nodes.qos import QOS_SENSOR
     rclpy.init()
     node = rclpy.create_node('bench_pub_' + topic.strip('/').replace('/', '_'))
     if topic == JOINTS:
         msg = JointState(name=[f'joint_{i}' for i in range(32)], position=[0.0] * 32,
                          velocity=[0.0] * 32, effort=[0.0] * 32)
-        pub = node.create_publisher(JointState, topic, common.QOS_SENSOR)
+        pub = node.create_publisher(JointState, topic, QOS_SENSOR)
     else:
         msg = Image(height=480, width=640, encoding='rgb8', step=1920,
                     data=bytes(640 * 480 * 3))
-        pub = node.create_publisher(Image, topic, common.QOS_SENSOR)
+        pub = node.create_publisher(Image, topic, QOS_SENSOR)
     deadline = time.monotonic() + MATCH_TIMEOUT_S
     while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -116,20 +117,19 @@ def run(duration, out_dir):
 
     from dial_ros.bags import info
     topics = CAMERAS + [JOINTS]
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_DOMAIN_ID=os.environ['ROS_DOMAIN_ID'], PYTHONUNBUFFERED='1')
+    domain = int(os.environ['ROS_DOMAIN_ID'])
     rates = [f'{c}=30.0' for c in CAMERAS] + [f'{JOINTS}=500.0']
     params = {'output_dir': out_dir, 'topics': '[' + ','.join(topics) + ']',
               'reset_s': 0.0, 'expected_rates': '[' + ','.join(rates) + ']'}
     cmd = [python(), '-m', 'dial_ros.nodes.recorder', '--ros-args']
     for key, value in params.items():
         cmd += ['-p', f'{key}:={value}']
-    log = open(pathlib.Path(out_dir) / 'recorder.log', 'w')
-    recorder = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    pubs = [subprocess.Popen([python(), '-m', 'dial_ros.bench.recorder', '--publish', topic,
-                              '--rate', str(500.0 if topic == JOINTS else 30.0),
-                              '--duration', str(duration)], env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True) for topic in topics]
+    recorder = procs.start(cmd, domain, pathlib.Path(out_dir) / 'recorder.log', cwd=None)
+    pubs = [procs.start([python(), '-m', 'dial_ros.bench.recorder', '--publish', topic,
+                         '--rate', str(500.0 if topic == JOINTS else 30.0),
+                         '--duration', str(duration)], domain, cwd=None,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True)
+            for topic in topics]
     rclpy.init()
     node = rclpy.create_node('bench_recorder_control')
     timeline = []      # the recorder's /diagnostics during the episode (1 Hz)
@@ -156,9 +156,8 @@ def run(duration, out_dir):
         cpu1, wall1 = cpu_seconds(recorder.pid), time.monotonic()
     finally:
         for proc in pubs:
-            proc.kill()
-        recorder.send_signal(2)
-        recorder.wait(30)
+            procs.stop(proc, signal.SIGKILL, timeout=10.0)
+        procs.stop(recorder, signal.SIGINT, timeout=30.0)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
@@ -239,7 +238,7 @@ def main(argv=None):
         dial_ros.apply_ros_env_defaults()
         publish(args.publish, args.rate, args.duration)
         return 0
-    os.environ['ROS_DOMAIN_ID'] = str(random.Random(time.time_ns()).randint(100, 230))
+    os.environ['ROS_DOMAIN_ID'] = str(procs.new_domain_id('bench_recorder'))
     dial_ros.apply_ros_env_defaults()
     out_dir = args.keep or tempfile.mkdtemp(prefix='dial_bench_recorder_')
     os.makedirs(out_dir, exist_ok=True)

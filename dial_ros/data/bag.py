@@ -1,33 +1,29 @@
-"""Read one recorded episode (a rosbag2 directory) into arrays, with ``rosbags`` (no rclpy).
+"""One recorded episode (a rosbag2 directory) as arrays; no rclpy.
 
-Messages are read with ``rosbags.rosbag2.Reader`` and deserialised with our own typestore
-(ROS 2 Kilted + ``msg/*.msg``), not with ``AnyReader``: AnyReader parses the embedded
-definition of every topic in the bag, and rosbags 0.11.9 rejects an empty string constant
-(``string OUTCOME_UNKNOWN=`` in EpisodeEvent.msg), which would make a whole bag unreadable
-because of one topic we do not even use.
+The messages come from :func:`dial_ros.bags.reader.scan_messages` (the project's one bag
+reader: closed bags, recordings that were never closed, truncated segments, sqlite3 bags)
+and are deserialised with the project's type store (ROS 2 Kilted + ``msg/*.msg``,
+:mod:`dial_ros.bags.types`); images decode with :mod:`dial_ros.codecs`. This module maps the
+topics of an episode to arrays and picks the clock.
 
 One bag directory is one episode. Its tags come from ``custom_data`` in ``metadata.yaml``
-(task, instruction, source, operator, outcome, robot, embodiment). A directory without
-``metadata.yaml`` (a recording that was never closed) is read from its ``.mcap`` / ``.db3``
-files directly, with a warning; a storage file that ends early (truncated) keeps the
-messages read before the damage, with a warning. Errors are ``EpisodeError`` naming the
-episode.
+(task, instruction, source, operator, outcome, robot, embodiment). What the reader had to
+work around (no metadata.yaml, a damaged segment, bad messages) ends up in the episode's
+``warnings``. Errors are ``EpisodeError`` naming the episode.
 """
 import dataclasses
-import functools
 import glob
-import io
-import logging
 import pathlib
-import re
 
 import numpy as np
 import yaml
 
-LOG = logging.getLogger(__name__)
-MSG_DIRS = (pathlib.Path(__file__).resolve().parents[2] / 'msg',)
-OUTCOME_ALIASES = {'failure': 'fail', 'failed': 'fail', 'succeeded': 'success'}
-_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
+from dial_ros import codecs, topics as names
+from dial_ros.bags.metadata import OUTCOME_ALIASES
+from dial_ros.bags.reader import scan_messages
+from dial_ros.bags.types import default_types
+
+IMAGE_ENCODINGS = tuple(codecs.CHANNELS)  # recordings may hold any of them
 
 
 class EpisodeError(ValueError):
@@ -38,14 +34,14 @@ class EpisodeError(ValueError):
 class Topics:
     """Topic names read from a recording (others are ignored)."""
 
-    image: str = '/camera/head/image_raw'
-    joint_states: str = '/joint_states'
-    commands: str = '/dial/joint_commands'
+    image: str = names.TOPIC_IMAGE
+    joint_states: str = names.TOPIC_JOINT_STATES
+    commands: str = names.TOPIC_COMMAND
     # the teacher's clean targets when the executed commands carry DART noise (expert node):
     # sensor_msgs/JointState stamped with the joint state (= camera frame) they answer
-    labels: str = '/expert/action_label'
-    instruction: str = '/dial/instruction'
-    wrists: str = '/human/wrist_poses'
+    labels: str = names.TOPIC_EXPERT_LABEL
+    instruction: str = names.TOPIC_INSTRUCTION
+    wrists: str = names.TOPIC_WRISTS
 
 
 @dataclasses.dataclass
@@ -68,32 +64,6 @@ class RawEpisode:
     wrist_times: np.ndarray
     wrists: np.ndarray      # (n, 18): right pos, right rot6d, left pos, left rot6d
     warnings: list = dataclasses.field(default_factory=list)
-
-
-def _msg_types(path):
-    from rosbags.typesys import get_types_from_msg
-    text, name = path.read_text(), f'dial_ros/msg/{path.stem}'
-    try:
-        return get_types_from_msg(text, name)
-    except Exception:  # rosbags rejects empty string constants (``string X=``)
-        LOG.debug('%s: dropping empty string constants rosbags cannot parse', path.name)
-        return get_types_from_msg(re.sub(r'(?m)^\s*string\s+\w+\s*=\s*$', '', text), name)
-
-
-@functools.lru_cache(maxsize=1)
-def typestore():
-    """The ROS 2 Kilted typestore plus the project's messages from ``msg/*.msg``."""
-    from rosbags.typesys import Stores, get_typestore
-    store = get_typestore(Stores.ROS2_KILTED)
-    types = {}
-    for folder in MSG_DIRS:
-        for path in sorted(folder.glob('*.msg')):
-            types.update(_msg_types(path))
-    if types:
-        store.register(types)
-    else:
-        LOG.debug('no msg/*.msg found; custom dial_ros types are not registered')
-    return store
 
 
 def find_bags(patterns):
@@ -140,26 +110,14 @@ def read_tags(path):
 
 def stamp(msg):
     """header.stamp in seconds."""
-    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+    return codecs.stamp_to_sec(msg.header.stamp)
 
 
 def image_to_rgb(msg, msgtype):
-    """uint8 (H, W, 3) RGB from an Image (rgb8/bgr8/rgba8/bgra8/mono8) or CompressedImage."""
+    """uint8 (H, W, 3) RGB (a copy) from an Image of any encoding or a CompressedImage."""
     if msgtype.endswith('CompressedImage'):
-        from PIL import Image
-        return np.asarray(Image.open(io.BytesIO(bytes(msg.data))).convert('RGB'))
-    enc = msg.encoding.lower()
-    if enc not in _CHANNELS:
-        raise ValueError(f'image.encoding: {msg.encoding!r} is not one of {sorted(_CHANNELS)}')
-    c, h, w = _CHANNELS[enc], msg.height, msg.width
-    data = np.frombuffer(msg.data, np.uint8)
-    if msg.step < w * c or data.size < h * msg.step:
-        raise ValueError(f'image.data: {data.size} bytes for {w}x{h} {enc} step {msg.step}')
-    img = data[:h * msg.step].reshape(h, msg.step)[:, :w * c].reshape(h, w, c)
-    if c == 1:
-        return np.repeat(img, 3, axis=2)
-    img = img[..., :3]
-    return img[..., ::-1].copy() if enc.startswith('bgr') else img.copy()
+        return codecs.compressed_to_rgb(msg)
+    return np.array(codecs.image_to_rgb(msg, encodings=IMAGE_ENCODINGS))
 
 
 def quat_to_rot6d(q):
@@ -223,73 +181,6 @@ class _Collector:
             self.bad.setdefault(topic, [0, str(err)])[0] += 1
 
 
-def _rosbags_messages(source, topics):
-    """(topic, msgtype, t_ns, raw) of the wanted topics via rosbags (a dir or one file)."""
-    from rosbags.rosbag2 import Reader
-    with Reader(source) as reader:
-        wanted = [c for c in reader.connections if c.topic in topics]
-        for conn, t_ns, raw in reader.messages(connections=wanted):
-            yield conn.topic, conn.msgtype, t_ns, raw
-
-
-def _scan_mcap(path, topics):
-    """Forward scan of a damaged MCAP file (no footer/summary): messages up to the damage."""
-    from mcap.records import Channel, Message, Schema
-    from mcap.stream_reader import StreamReader
-    schemas, channels = {}, {}
-    with open(path, 'rb') as f:
-        for record in StreamReader(f, record_size_limit=2 ** 30).records:
-            if isinstance(record, Schema):
-                schemas[record.id] = record.name
-            elif isinstance(record, Channel):
-                channels[record.id] = (record.topic, schemas.get(record.schema_id, ''))
-            elif isinstance(record, Message) and record.channel_id in channels:
-                topic, msgtype = channels[record.channel_id]
-                if topic in topics:
-                    yield topic, msgtype, record.log_time, record.data
-
-
-def _messages(path, name, topics, warnings):
-    """Messages of a bag directory, file by file when it does not open as a whole.
-
-    A damaged MCAP file (truncated: no footer) is scanned forward up to the damage.
-    """
-    if (path / 'metadata.yaml').is_file():
-        try:
-            yield from _rosbags_messages(path, topics)
-            return
-        except Exception as err:
-            if not any(path.glob('*.mcap')):
-                raise
-            warnings.append(f'bag does not open as a whole ({type(err).__name__}: {err}); '
-                            'reading its files one by one')
-    else:
-        warnings.append('no metadata.yaml (recording not closed?): reading the storage files '
-                        'directly, without episode tags')
-    files = sorted(path.glob('*.mcap')) or sorted(path.glob('*.db3'))
-    if not files:
-        raise EpisodeError(f'{name}: no metadata.yaml and no .mcap/.db3 files in {path}')
-    for file in files:
-        count = 0
-        try:
-            for item in _rosbags_messages(file, topics):
-                count += 1
-                yield item
-        except Exception as err:
-            if count or file.suffix != '.mcap':
-                raise
-            LOG.debug('%s: %s: %s; scanning forward', name, file.name, err)
-            try:
-                for item in _scan_mcap(file, topics):
-                    count += 1
-                    yield item
-            except Exception as scan_err:
-                if not count:
-                    raise scan_err from err
-            warnings.append(f'{file.name} is damaged ({err}); salvaged {count} messages '
-                            'before the damage')
-
-
 def read_episode(path, topics=None, clock='bag'):
     """Read one episode bag directory.
 
@@ -308,20 +199,18 @@ def read_episode(path, topics=None, clock='bag'):
     if tags.get('state') == 'failed':
         warnings.append('the recorder reported a write failure; using what was recorded')
     got = _Collector(topics)
-    store = typestore()
+    types = default_types()
     count = 0
     try:
-        for topic, msgtype, t_ns, raw in _messages(path, name, dataclasses.astuple(topics),
-                                                   warnings):
+        for topic, msgtype, t_ns, raw in scan_messages(path, dataclasses.astuple(topics),
+                                                       warnings):
             count += 1
             try:
-                msg = store.deserialize_cdr(raw, msgtype)
+                msg = types.deserialize(raw, msgtype)
             except Exception as err:  # unknown type or a corrupt message: count it
                 got.bad.setdefault(topic, [0, f'{type(err).__name__}: {err}'])[0] += 1
                 continue
             got(topic, msgtype, t_ns * 1e-9, msg)
-    except EpisodeError:
-        raise
     except Exception as err:
         if not count:
             raise EpisodeError(f'{name}: unreadable bag ({type(err).__name__}: {err})') from err

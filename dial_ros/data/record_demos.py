@@ -16,11 +16,11 @@ import argparse
 import json
 import logging
 import pathlib
-import random
 import signal
 import sys
 import time
 
+from dial_ros import procs
 from dial_ros.data.bag import read_tags
 from dial_ros.launch_runner.child import start_launch, stop_launch, write_params
 
@@ -53,7 +53,7 @@ def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None, exp
     params = write_params(out / '.record_params.yaml',
                           {'sim': {'seed': max(seed - 1, 0), 'task_preset': task_preset},
                            'expert': dict(expert or {})})
-    domain = domain or random.SystemRandom().randint(100, 230)
+    domain = domain or procs.new_domain_id('record_demos')
     LOG.info('recording %d more demos into %s (seeds from %d, domain %d)', demos - have, out,
              seed, domain)
     proc = start_launch(['driver:=expert', 'record:=true', f'record_dir:={out}',

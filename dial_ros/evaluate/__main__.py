@@ -17,11 +17,10 @@ import json
 import logging
 import os
 import pathlib
-import random
 import sys
 import time
 
-from dial_ros import apply_ros_env_defaults, paths
+from dial_ros import apply_ros_env_defaults, paths, procs
 from dial_ros.evaluate.metrics import markdown_table, summarize
 from dial_ros.evaluate.splits import load_splits
 from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch, write_params
@@ -116,7 +115,7 @@ def evaluate(args):
                            else pathlib.Path(info['checkpoint']).name)
     out = pathlib.Path(args.out or ROOT / 'evals' / label)
     out.mkdir(parents=True, exist_ok=True)
-    domain = args.domain_id or random.SystemRandom().randint(100, 230)
+    domain = args.domain_id or procs.new_domain_id('evaluate')
     os.environ['ROS_DOMAIN_ID'] = str(domain)
     apply_ros_env_defaults()
     params = launch_config(out, args.driver, plan, args.episodes, args.record)

@@ -21,12 +21,13 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import SetBool, Trigger
 
-from dial_ros.nodes import common
+from dial_ros.nodes.qos import QOS_SENSOR
 from dial_ros.sim.gr1_env import SUCCESS_HOLD_S
+from dial_ros.topics import (TOPIC_EXPERT_EPISODE, TOPIC_INTENT, TOPIC_PROGRESS,
+                             TOPIC_SUCCESS)
 
 QOS_STATE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                        history=HistoryPolicy.KEEP_LAST)
-TOPIC_EXPERT_EPISODE = '/expert/episode'
 
 
 class EpisodeRunner:
@@ -35,21 +36,20 @@ class EpisodeRunner:
     def __init__(self, client, driver, timeout_s, settle_s=1.0, record=False):
         self.client, self.driver = client, driver
         self.timeout_s, self.settle_s, self.record = timeout_s, settle_s, record
-        self.success = client.collect(Bool, common.TOPIC_SUCCESS, QOS_STATE)
-        self.progress = client.collect(Float32, common.TOPIC_PROGRESS, QOS_STATE)
+        self.success = client.collect(Bool, TOPIC_SUCCESS, QOS_STATE)
+        self.progress = client.collect(Float32, TOPIC_PROGRESS, QOS_STATE)
         self.events = client.collect(String, TOPIC_EXPERT_EPISODE, QOS_STATE)
         self.expert_episodes = 0
 
     def wait_ready(self, timeout=120.0):
         """Wait until the sim steps and the driver is up; TimeoutError says what is missing."""
         if not self.client.spin_until(lambda: self.progress, timeout):
-            raise TimeoutError(f'no {common.TOPIC_PROGRESS} in {timeout:.0f} s: is the sim up?')
+            raise TimeoutError(f'no {TOPIC_PROGRESS} in {timeout:.0f} s: is the sim up?')
         if self.driver == 'policy':
             from dial_ros.msg import LatentTensor
-            intents = self.client.collect(LatentTensor, common.TOPIC_INTENT,
-                                          common.QOS_SENSOR)
+            intents = self.client.collect(LatentTensor, TOPIC_INTENT, QOS_SENSOR)
             if not self.client.spin_until(lambda: intents, timeout):
-                raise TimeoutError(f'no {common.TOPIC_INTENT} in {timeout:.0f} s: are '
+                raise TimeoutError(f'no {TOPIC_INTENT} in {timeout:.0f} s: are '
                                    'perception and intent up?')
             self.client.call(SetBool, '/controller/estop', SetBool.Request(data=True), timeout)
 

@@ -1,10 +1,10 @@
-"""What every dial_ros node shares: parameters from the schema, QoS, conversions, main().
+"""What every dial_ros node shares: parameters from the schema, diagnostics, main().
 
 Nodes are thin adapters: they convert messages, call the middleware-free core and publish.
+Topic names, QoS profiles and message conversions live in ``dial_ros.topics``,
+``dial_ros.nodes.qos`` and ``dial_ros.codecs``; they are re-exported here for the nodes.
 """
-import array
 import dataclasses
-import hashlib
 import logging
 import signal
 import sys
@@ -15,7 +15,9 @@ import typing
 import numpy as np
 
 import dial_ros
+from dial_ros.codecs import fill_image
 from dial_ros.schema import described_fields, validate
+from dial_ros.topics import TOPIC_DIAGNOSTICS
 
 dial_ros.apply_ros_env_defaults()  # before any rclpy context exists
 
@@ -28,42 +30,20 @@ from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
-                       ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import Image  # noqa: E402
 
+# Re-exported for the node files (new code imports them from their own modules).
+from dial_ros.codecs import (fill_latent, image_to_rgb, instruction_id,  # noqa: E402,F401
+                             now_sec, read_latent, sec_to_stamp, stamp_to_sec)
+from dial_ros.nodes.qos import (QOS_COMMAND, QOS_LATCHED, QOS_LATENT,  # noqa: E402,F401
+                                QOS_SENSOR)
+from dial_ros.topics import (TOPIC_CHUNK, TOPIC_COMMAND, TOPIC_COMMAND_STATE,  # noqa: E402,F401
+                             TOPIC_ESTOP, TOPIC_IMAGE, TOPIC_INSTRUCTION, TOPIC_INTENT,
+                             TOPIC_JOINT_STATES, TOPIC_OBJECT_POSE, TOPIC_OBSERVATION,
+                             TOPIC_OBSERVATION_JOINT_STATE, TOPIC_PROGRESS, TOPIC_SUCCESS,
+                             TOPIC_TRAJECTORY)
+
 LOG = logging.getLogger(__name__)
-
-# Sensors: best effort, a few deep (a late frame is worth less than the next one).
-QOS_SENSOR = qos_profile_sensor_data
-# Latched configuration (the instruction): reliable + transient local, last value only.
-QOS_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                         history=HistoryPolicy.KEEP_LAST)
-# Latents and chunks: reliable, only the newest matters.
-QOS_LATENT = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE,
-                        history=HistoryPolicy.KEEP_LAST)
-# Joint commands: reliable, small depth (ros2_control forward controllers use depth 10).
-QOS_COMMAND = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                         history=HistoryPolicy.KEEP_LAST)
-
-# Topic names (remap with --ros-args -r old:=new, as usual).
-TOPIC_IMAGE = '/camera/head/image_raw'
-TOPIC_JOINT_STATES = '/joint_states'
-TOPIC_OBSERVATION = '/dial/observation_latent'
-TOPIC_INSTRUCTION = '/dial/instruction'
-TOPIC_INTENT = '/dial/latent_intent'
-TOPIC_CHUNK = '/dial/action_chunk'
-TOPIC_COMMAND = '/dial/joint_commands'            # std_msgs/Float64MultiArray
-TOPIC_TRAJECTORY = '/dial/joint_trajectory'        # trajectory_msgs/JointTrajectory
-TOPIC_COMMAND_STATE = '/dial/joint_command_state'  # sensor_msgs/JointState
-TOPIC_ESTOP = '/dial/estop'                        # std_msgs/Bool, true = stop
-TOPIC_SUCCESS = '/sim/task_success'                # std_msgs/Bool
-TOPIC_OBJECT_POSE = '/sim/object_pose'             # geometry_msgs/PoseStamped
-TOPIC_PROGRESS = '/sim/task_progress'              # std_msgs/Float32, 0..1 in thirds
-
-_ITEMSIZE = {'float32': 4, 'float16': 2, 'bfloat16': 2}
-_IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
 
 # --- parameters --------------------------------------------------------------------------
@@ -145,99 +125,10 @@ def declare_params(node, params, on_change=None):
     return params
 
 
-# --- time --------------------------------------------------------------------------------
-def stamp_to_sec(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def sec_to_stamp(seconds, stamp):
-    """Fill a builtin_interfaces/Time ``stamp`` from float seconds; returns it."""
-    sec = int(np.floor(seconds))
-    stamp.sec = sec
-    stamp.nanosec = min(int(round((seconds - sec) * 1e9)), 999_999_999)
-    return stamp
-
-
-def now_sec(node):
-    return node.get_clock().now().nanoseconds * 1e-9
-
-
-def instruction_id(text):
-    """Short stable hash of an instruction, carried in latent messages."""
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-# --- latent tensors ----------------------------------------------------------------------
-def fill_latent(msg, tensor, stamp_s, **fields):
-    """Fill a dial_ros/LatentTensor from a float32 array (one memcpy)."""
-    tensor = np.ascontiguousarray(tensor, dtype=np.float32)
-    sec_to_stamp(stamp_s, msg.header.stamp)
-    msg.shape = list(tensor.shape)
-    msg.dtype = 'float32'
-    buf = array.array('B')
-    buf.frombytes(memoryview(tensor).cast('B'))  # one memcpy (array('B', view) is per element)
-    msg.data = buf
-    for key, value in fields.items():
-        setattr(msg, key, value)
-    return msg
-
-
-def read_latent(msg, expected_shape=None):
-    """LatentTensor -> float32 array (zero-copy); ValueError naming what is wrong."""
-    if not msg.valid:
-        raise ValueError('latent: marked invalid by its producer')
-    if msg.dtype not in _ITEMSIZE:
-        raise ValueError(f'latent: unsupported dtype {msg.dtype!r}')
-    shape = tuple(int(s) for s in msg.shape)
-    if expected_shape is not None and shape != tuple(expected_shape):
-        raise ValueError(f'latent: shape {shape} does not match the expected '
-                         f'{tuple(expected_shape)}')
-    need = int(np.prod(shape)) * _ITEMSIZE[msg.dtype]
-    if len(msg.data) != need:
-        raise ValueError(f'latent: {len(msg.data)} data bytes for shape {shape} '
-                         f'({msg.dtype}) needs {need}')
-    if msg.dtype == 'bfloat16':
-        raw = np.frombuffer(msg.data, np.uint16).astype(np.uint32) << 16
-        tensor = raw.view(np.float32).reshape(shape)
-    else:
-        tensor = np.frombuffer(msg.data, msg.dtype).reshape(shape)
-        tensor = tensor.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(tensor)):
-        raise ValueError('latent: contains NaN or Inf')
-    return tensor
-
-
 # --- images ------------------------------------------------------------------------------
-def image_to_rgb(msg, expected_size=None):
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB; ValueError for encodings/sizes we refuse."""
-    enc = msg.encoding.lower()
-    if enc not in ('rgb8', 'bgr8'):
-        raise ValueError(f'image: encoding {msg.encoding!r} is not supported (rgb8 or bgr8)')
-    channels = _IMAGE_CHANNELS[enc]
-    if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height:
-        raise ValueError(f'image: {len(msg.data)} bytes, step {msg.step} do not fit '
-                         f'{msg.width}x{msg.height} {enc}')
-    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * msg.height)
-    rgb = rows.reshape(msg.height, msg.step)[:, :msg.width * channels]
-    rgb = rgb.reshape(msg.height, msg.width, channels)
-    if enc == 'bgr8':
-        rgb = rgb[..., ::-1]
-    if expected_size is not None and (msg.height, msg.width) != tuple(expected_size):
-        raise ValueError(f'image: size {msg.width}x{msg.height} does not match the expected '
-                         f'{expected_size[1]}x{expected_size[0]}')
-    return np.ascontiguousarray(rgb)
-
-
 def rgb_to_image(rgb, stamp_s, frame_id=''):
-    msg = Image()
-    sec_to_stamp(stamp_s, msg.header.stamp)
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
-    msg.encoding = 'rgb8'
-    msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    msg.data = array.array('B', np.ascontiguousarray(rgb, np.uint8).tobytes())
-    return msg
+    """(H, W, 3) uint8 RGB -> a new sensor_msgs/Image (rgb8)."""
+    return fill_image(Image(), rgb, stamp_s, frame_id)
 
 
 # --- diagnostics -------------------------------------------------------------------------
@@ -249,7 +140,7 @@ class Diagnostics:
 
     def __init__(self, node):
         self.node = node
-        self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.pub = node.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, 10)
 
     def publish(self, level, message, values):
         status = DiagnosticStatus(level=self.LEVELS[level],
@@ -307,10 +198,6 @@ def _interrupt(*_):
 
 
 # --- added for the perception and intent nodes --------------------------------------------
-# The joint state matched to each observation latent (same header.stamp as the latent).
-TOPIC_OBSERVATION_JOINT_STATE = '/dial/observation_joint_state'  # sensor_msgs/JointState
-
-
 class WindowStats:
     """Count, mean and max of samples since the last ``take()`` (one diagnostics period).
 

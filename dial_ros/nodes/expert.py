@@ -53,10 +53,10 @@ from dial_ros.nodes import common
 from dial_ros.schema import setting
 from dial_ros.sim.expert import CommandNoise, ScriptedExpert
 from dial_ros.sim.gr1_env import GR1Sim
-
-TOPIC_EPISODE = '/expert/episode'
+from dial_ros.topics import TOPIC_EXPERT_EPISODE as TOPIC_EPISODE
 # the clean target, stamped with the joint state it answers (DART: the command carries noise)
-TOPIC_LABEL = '/expert/action_label'
+from dial_ros.topics import TOPIC_EXPERT_LABEL as TOPIC_LABEL
+
 PLAN_HZ = 20.0             # ScriptedExpert.PHASES are counted in steps of this rate
 RESET_TIMEOUT_S = 10.0
 QOS_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,

@@ -27,17 +27,13 @@ dropped (queue overflow or write errors), topics below their ``expected_rates``.
 import dataclasses
 import functools
 import json
-import logging
 import os
 import pathlib
 import queue
-import signal
 import sys
 import threading
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from std_msgs.msg import String
@@ -50,11 +46,12 @@ from dial_ros.core.sync import RateMonitor
 from dial_ros.msg import EpisodeEvent
 from dial_ros.nodes import common
 from dial_ros.schema import setting
+from dial_ros.topics import TOPIC_EXPERT_EPISODE as TOPIC_EXPERT
+from dial_ros.topics import TOPIC_EXPERT_LABEL, TOPIC_WRISTS
 
 DEFAULT_TOPICS = [common.TOPIC_IMAGE, common.TOPIC_JOINT_STATES, common.TOPIC_COMMAND,
                   common.TOPIC_CHUNK, common.TOPIC_INTENT, common.TOPIC_OBSERVATION,
-                  common.TOPIC_INSTRUCTION, '/human/wrist_poses', '/expert/action_label']
-TOPIC_EXPERT = '/expert/episode'
+                  common.TOPIC_INSTRUCTION, TOPIC_WRISTS, TOPIC_EXPERT_LABEL]
 TAGS = ('task', 'instruction', 'source', 'operator', 'robot', 'embodiment')
 
 
@@ -336,24 +333,8 @@ class RecorderNode(Node):
 
 
 def main(args=None):
-    """common.run_node with a single-threaded executor (see RecorderNode.__init__)."""
-    logging.basicConfig(level=logging.INFO)
-    rclpy.init(args=args if args is not None else sys.argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    node = None
-    try:
-        node = RecorderNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the recorder until SIGINT/SIGTERM; its open episode is finalised (``close``)."""
+    return common.run_node(RecorderNode, args)
 
 
 if __name__ == '__main__':
