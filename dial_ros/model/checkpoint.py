@@ -11,6 +11,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 
 from dial_ros.embodiment import EmbodimentSpec
+from dial_ros.model import parts
 from dial_ros.model.config import ModelConfig
 from dial_ros.model.dial import DialModel
 from dial_ros.model.system2 import Qwen25VLAdapter
@@ -54,10 +55,8 @@ def read_checkpoint_config(path):
     return meta
 
 
-def load_checkpoint(path, device='cpu'):
-    """Rebuild the model from ``path`` and load its weights; outputs are bit-identical."""
-    path = pathlib.Path(path)
-    meta = read_checkpoint_config(path)
+def build_skeleton(path, meta):
+    """The architecture of the checkpoint at ``path`` (YAML ``meta``), random weights."""
     config = ModelConfig.from_dict(meta['model'])
     embodiments = [EmbodimentSpec.from_dict(e) for e in meta['embodiments']]
     adapter = Qwen25VLAdapter.from_folder(path / VLM_DIR, config.vlm.image_size,
@@ -65,6 +64,24 @@ def load_checkpoint(path, device='cpu'):
     model = DialModel(config, embodiments, adapter=adapter)
     if meta['stage'] != model.stage:
         model.set_stage(meta['stage'])
+    return model
+
+
+def load_checkpoint(path, device='cpu', part=None):
+    """Rebuild the model from ``path`` and load its weights; outputs are bit-identical.
+
+    ``part`` (one of ``parts.PARTS``): only that part of the model, built with its
+    parameters on the meta device and only its tensors read from the file (the others are
+    never materialised); see ``dial_ros.model.parts``.
+    """
+    path = pathlib.Path(path)
+    meta = read_checkpoint_config(path)
+    if part is not None:
+        parts.check_part(part)
+        with parts.parameters_on_meta():
+            model = build_skeleton(path, meta)
+        return parts.load_part_weights(model, part, path / WEIGHTS, device)
+    model = build_skeleton(path, meta)
     try:
         load_model(model, str(path / WEIGHTS), strict=True)
     except RuntimeError as err:

@@ -80,11 +80,12 @@ class DialModel(nn.Module):
                                  f'exceed max {cfg1.max_action_dim}/{cfg1.max_state_dim}')
         self.system2 = System2(adapter or Qwen25VLAdapter.build(config.vlm),
                                config.num_foresight)
-        dim = self.system2.hidden_size
+        dim = self.token_dim = self.system2.hidden_size
         depth = cfg1.dit_layers // 2 if config.recipe == 'apt' else cfg1.dit_layers
         self.system1 = System1(cfg1, dim, num_layers=depth, num_tokens=config.num_foresight)
         self.system1.to(self.system2.queries.dtype)
         self.token_norm = TokenNorm(config.num_foresight, dim) if config.center_tokens else None
+        self.part = None  # the whole model; see dial_ros.model.parts
         self.stage = None
         self.set_stage(RECIPE_STAGES[config.recipe][0])
 
@@ -123,7 +124,10 @@ class DialModel(nn.Module):
 
     def fusion_depths(self):
         """Evenly spaced LLM depths (indices into the hidden-state tuple) for gated fusion."""
-        points = len(self.system1.gated_fusion)
+        if self.system1 is not None:
+            points = len(self.system1.gated_fusion)
+        else:  # System-2 alone (intent node): one point per stage-1 layer once inserted
+            points = self.config.system1.dit_layers // 2 if self.stage == 'apt_language' else 0
         if points == 0:
             return ()
         if self.config.apt_fusion_points and self.config.apt_fusion_points != points:

@@ -126,7 +126,12 @@ class CategorySpecificLinear(nn.Module):
 
     def __init__(self, num_categories, in_dim, out_dim):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_categories, in_dim, out_dim) * in_dim ** -0.5)
+        shape = (num_categories, in_dim, out_dim)
+        self.weight = nn.Parameter(torch.empty(shape))
+        # drawn where the parameter lives: nothing is allocated for a meta-device skeleton
+        # (parts.parameters_on_meta); on the CPU the same numbers as before
+        with torch.no_grad():
+            self.weight.copy_(torch.randn(shape, device=self.weight.device) * in_dim ** -0.5)
         self.bias = nn.Parameter(torch.zeros(num_categories, out_dim))
 
     def forward(self, x, category):

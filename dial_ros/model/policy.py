@@ -52,17 +52,27 @@ class DialPolicy:
         self.embodiment = model.embodiments[name]
         cfg = model.config
         self.image_size = cfg.vlm.image_size
-        self.token_shape = (cfg.num_foresight, model.system2.hidden_size)
+        self.token_shape = (cfg.num_foresight, model.token_dim)
         self.horizon = cfg.system1.horizon
-        self.dtype = model.system2.queries.dtype
+        self.dtype = next(model.parameters()).dtype  # one dtype throughout the model
         # scale of the flow's starting noise: 1 samples the learned distribution, 0 starts
         # every chunk from zero noise (deterministic, the distribution's central path)
         self.noise_scale = 1.0
         self._embodiment_id = torch.tensor([self.embodiment.embodiment_id], device=self.device)
 
     @classmethod
-    def from_checkpoint(cls, path, embodiment=None, device='cpu'):
-        return cls(load_checkpoint(path, device), embodiment, device)
+    def from_checkpoint(cls, path, embodiment=None, device='cpu', part=None):
+        return cls(load_checkpoint(path, device, part), embodiment, device)
+
+    @property
+    def part(self):
+        """The part of the model this policy holds (None: all of it)."""
+        return self.model.part
+
+    def _need(self, part, call):
+        if self.model.part not in (None, part):
+            raise ValueError(f'{call}: this policy holds only the {self.model.part} part of '
+                             f'the model; {call} needs the {part} part')
 
     @property
     def joint_names(self):
@@ -74,6 +84,7 @@ class DialPolicy:
     @torch.inference_mode()
     def encode_frame(self, image):
         """uint8 RGB frame (S, S, 3) -> frozen ViT tokens (N, D) float32."""
+        self._need('vision', 'encode_frame')
         check_image(image, self.image_size)
         tokens = self.model.system2.encode_images(image[None])
         return tokens[0].float().cpu().numpy()
@@ -84,6 +95,7 @@ class DialPolicy:
 
         With ``return_features`` (APT stage 2) also the gated-fusion features for ``act``.
         """
+        self._need('system2', 'foresee')
         check_array('obs_tokens', obs_tokens, self.token_shape)
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError('instruction: expected a non-empty string')
@@ -100,6 +112,7 @@ class DialPolicy:
         The intent itself unless the model has an L_world head copy (``world_head_copy``),
         whose action-path head then learns from L_fm only and leaves ViT-token space.
         """
+        self._need('system2', 'predict_future')
         check_array('obs_tokens', obs_tokens, self.token_shape)
         predicted = self.model.predict_future(self._tensor(obs_tokens), [instruction])
         if predicted is None:
@@ -110,6 +123,7 @@ class DialPolicy:
     def act_normalized(self, obs_tokens, intent, joint_positions, seed=None, features=(),
                        eef=None):
         """Raw model output: (H, action_dim) in normalised units."""
+        self._need('system1', 'act')
         check_array('obs_tokens', obs_tokens, self.token_shape)
         check_array('intent', intent, self.token_shape)
         check_array('joint_positions', np.asarray(joint_positions, np.float64)

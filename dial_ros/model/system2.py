@@ -180,7 +180,7 @@ class System2(nn.Module):
         # included) can touch the other rows. Initialised around the mean text embedding.
         with torch.no_grad():
             table = adapter.embed_tokens.weight.float()
-            init = table.mean(0) + table.std(0) * torch.randn(num_queries, d)
+            init = table.mean(0) + table.std(0) * torch.randn(num_queries, d, device=table.device)
         self.queries = nn.Parameter(init.to(adapter.embed_tokens.weight.dtype))
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.world_head = None   # the L_world copy of the head (``world_head_copy``)

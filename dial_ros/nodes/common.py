@@ -225,10 +225,12 @@ class WindowStats:
             return out
 
 
-def load_policy(checkpoint, embodiment, seed, device='cpu', threads=1):
+def load_policy(checkpoint, embodiment, seed, device='cpu', threads=1, part=None):
     """Return (DialPolicy, model_id); RuntimeError naming the cause when the model won't load.
 
-    torch is imported here so that nodes without a model never pay for it.
+    ``part``: 'vision' (perception), 'system2' (intent) or 'system1' (controller) loads only
+    that part of the model (``dial_ros.model.parts``); None the whole model. torch is
+    imported here so that nodes without a model never pay for it.
     """
     import torch
 
@@ -237,10 +239,11 @@ def load_policy(checkpoint, embodiment, seed, device='cpu', threads=1):
 
     torch.set_num_threads(threads)
     try:
-        model, model_id = load_model(checkpoint, embodiment, seed, device)
+        model, model_id = load_model(checkpoint, embodiment, seed, device, part)
         return DialPolicy(model, embodiment, device), model_id
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise RuntimeError(f'cannot load the model (checkpoint {checkpoint!r}, embodiment '
+        what = f'the {part} part of the model' if part else 'the model'
+        raise RuntimeError(f'cannot load {what} (checkpoint {checkpoint!r}, embodiment '
                            f'{embodiment!r}): {err}') from err
 
 

@@ -133,7 +133,8 @@ class ControllerNode(Node):
         self.params = declare_checked(self, Params(), self._on_param)
         p = self.params
         try:
-            self.policy, self.model_id = common.load_policy(p.checkpoint, p.embodiment, p.seed)
+            self.policy, self.model_id = common.load_policy(p.checkpoint, p.embodiment, p.seed,
+                                                            part='system1')
         except RuntimeError as err:
             raise SystemExit(f'controller: {err}') from None
         if self.policy.model.system1.needs_vlm_features:

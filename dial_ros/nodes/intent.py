@@ -93,7 +93,8 @@ class IntentNode(LifecycleNode):
         p = self.params
         try:
             self.policy, self.model_id = common.load_policy(
-                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads)
+                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
+                part='system2')
         except Exception as err:  # rclpy would turn it into a silent ERROR transition
             self.get_logger().error(str(err))
             return TransitionCallbackReturn.FAILURE

@@ -89,7 +89,8 @@ class PerceptionNode(Node):
         p = self.params
         try:
             self.policy, self.model_id = common.load_policy(
-                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads)
+                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
+                part='vision')
         except RuntimeError as err:
             self.get_logger().fatal(str(err))
             raise SystemExit(f'perception: {err}') from None
