@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from dial_ros.msg import LatentTensor  # noqa: E402
 from dial_ros.nodes import common  # noqa: E402
-from rosgraph import running_node, stop_node  # noqa: E402
+from rosgraph import change_state, lifecycle_state, running_node, stop_node  # noqa: E402
 
 EMBODIMENT = 'gr1_sim'  # the launch default
 pytestmark = pytest.mark.ros
@@ -74,10 +74,11 @@ def key_of(msg):
 
 @pytest.fixture
 def perception(tmp_path, request):
+    """Start the node with ``request.param`` as extra parameters; yield (peer, proc, log)."""
     domain = domain_for(request.node.name)
     log = tmp_path / 'perception.log'
     with running_node('perception', domain, log, embodiment=EMBODIMENT,
-                      expected_camera_hz=20.0) as (peer, proc):
+                      expected_camera_hz=20.0, **getattr(request, 'param', {})) as (peer, proc):
         yield peer, proc, log
 
 
@@ -179,3 +180,49 @@ def test_bad_frames_are_dropped_with_an_error_and_the_node_keeps_running(percept
     for text in ("encoding 'mono8' is not supported", 'size 100x80 does not match',
                  'out of order'):
         assert wait_for_log(log, text), f'no error {text!r} in:\n{log.read_text()}'
+
+
+MISSING = '/nonexistent/dial_checkpoint'
+
+
+@pytest.mark.parametrize('perception', [{'autostart': False}], indirect=True)
+def test_lifecycle_publishes_only_while_active(perception):
+    peer, proc, log = perception
+    camera = Camera(peer)
+    latents = peer.collect(LatentTensor, common.TOPIC_OBSERVATION, common.QOS_LATENT)
+    joints = peer.collect(JointState, common.TOPIC_OBSERVATION_JOINT_STATE, common.QOS_LATENT)
+    assert lifecycle_state(peer, 'perception') == 'unconfigured'
+
+    # a configure that cannot load the model: FAILURE, the reason logged, still unconfigured
+    peer.set_parameters('perception', checkpoint=MISSING)
+    assert not change_state(peer, 'perception', 'configure')
+    assert lifecycle_state(peer, 'perception') == 'unconfigured' and proc.poll() is None
+    assert wait_for_log(log, f'configure failed: cannot load the model (checkpoint '
+                        f"'{MISSING}'"), log.read_text()
+    peer.set_parameters('perception', checkpoint='')
+
+    assert change_state(peer, 'perception', 'configure')
+    assert lifecycle_state(peer, 'perception') == 'inactive'
+    connect(peer, camera, proc, log)  # subscribed and publishers made while inactive
+    peer.run(1.5, 20.0, camera.frame)
+    assert not latents and not joints, 'published while inactive'
+
+    for cycle in range(2):  # activate, deactivate, activate again
+        assert change_state(peer, 'perception', 'activate')
+        assert lifecycle_state(peer, 'perception') == 'active'
+        start = common.now_sec(peer.node)
+        assert stream_until(peer, camera, lambda: len(latents) >= 5, 20.0), log.read_text()
+        # only frames sent after the activation: nothing queued from before it
+        assert all(common.stamp_to_sec(m.header.stamp) >= start for _, m in latents)
+        assert change_state(peer, 'perception', 'deactivate')
+        assert lifecycle_state(peer, 'perception') == 'inactive'
+        peer.run(0.3)  # what was published before the deactivation arrives
+        latents.clear()
+        joints.clear()
+        peer.run(1.5, 20.0, camera.frame)
+        assert not latents and not joints, f'published while inactive (cycle {cycle})'
+
+    assert change_state(peer, 'perception', 'cleanup')
+    assert lifecycle_state(peer, 'perception') == 'unconfigured'
+    assert wait_for_log(log, 'cleaned up: model freed')
+    assert stop_node(proc) == 0
