@@ -177,10 +177,14 @@ def running_node(module, domain, log_path, **params):
         stop_node(proc)
 
 
-def lifecycle_state(peer, node):
-    """The label of a lifecycle node's current state, through /<node>/get_state."""
+def lifecycle_state(peer, node, timeout=120.0):
+    """The label of a lifecycle node's current state, through /<node>/get_state.
+
+    An autostarting node answers once its model is loaded: slow on a loaded machine.
+    """
     from lifecycle_msgs.srv import GetState
-    return peer.call(GetState, f'/{node}/get_state', GetState.Request()).current_state.label
+    request = GetState.Request()
+    return peer.call(GetState, f'/{node}/get_state', request, timeout).current_state.label
 
 
 def change_state(peer, node, transition, timeout=120.0):
