@@ -187,12 +187,14 @@ def test_without_autostart_nothing_is_published_until_configured_and_activated(i
             peer.run(0.25, 20.0, camera.publish)
         assert sum(m.valid for _, m in intents[count:]) >= 4, log.read_text()[-3000:]
         assert change_state(peer, 'intent', 'deactivate')
+        inactive = common.now_sec(peer.node)
         assert state(peer) == 'inactive'
-        peer.run(0.3)
-        assert intents[-1][1].valid is False, 'deactivate did not revoke the last intent'
-        count = len(intents)
+        assert peer.spin_until(lambda: not intents[-1][1].valid, 5.0), 'intent not revoked'
         peer.run(1.0, 20.0, camera.publish)
-        assert len(intents) == count, f'published while inactive (cycle {cycle})'
+        # judged by stamp (the observation's): a loaded machine may deliver earlier ones late
+        late = [m for _, m in intents if m.valid
+                and common.stamp_to_sec(m.header.stamp) >= inactive]
+        assert not late, f'published while inactive (cycle {cycle})'
     assert change_state(peer, 'intent', 'cleanup')
     assert state(peer) == 'unconfigured'
     assert stop_node(proc) == 0

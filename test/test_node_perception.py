@@ -215,12 +215,14 @@ def test_lifecycle_publishes_only_while_active(perception):
         # only frames sent after the activation: nothing queued from before it
         assert all(common.stamp_to_sec(m.header.stamp) >= start for _, m in latents)
         assert change_state(peer, 'perception', 'deactivate')
+        inactive = common.now_sec(peer.node)
         assert lifecycle_state(peer, 'perception') == 'inactive'
-        peer.run(0.3)  # what was published before the deactivation arrives
-        latents.clear()
-        joints.clear()
         peer.run(1.5, 20.0, camera.frame)
-        assert not latents and not joints, f'published while inactive (cycle {cycle})'
+        # judged by frame stamp: a loaded machine may deliver what came before late
+        late = [m for _, m in latents + joints
+                if common.stamp_to_sec(m.header.stamp) >= inactive]
+        assert not late, f'published while inactive (cycle {cycle})'
+        latents.clear()
 
     assert change_state(peer, 'perception', 'cleanup')
     assert lifecycle_state(peer, 'perception') == 'unconfigured'
