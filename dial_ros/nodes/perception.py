@@ -344,7 +344,8 @@ class PerceptionNode(ModelNode):
         _, mean, peak = self.age_ms.take()
         values.update({'age_at_publish_ms_mean': mean, 'age_at_publish_ms_max': peak})
         values.update(self.counts)
-        values.update({f'sync_{k}': v for k, v in self.sync.stats.items()})
+        stats = {'matched': 0, 'dropped': 0, 'rejected': 0, **self.sync.stats}  # 0s at first
+        values.update({f'sync_{k}': v for k, v in stats.items()})
         values['sync_queued'] = self.sync.queued()
         values['model_id'] = self.model_id
         if problems:
