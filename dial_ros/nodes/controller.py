@@ -226,9 +226,11 @@ class ControllerNode(ModelNode):
             return
         with self._infer_lock:
             self._active = False
-            self.destroy_timer(self._chunk_timer)
+            if self._chunk_timer is not None:
+                self.destroy_timer(self._chunk_timer)
             self._chunk_timer = None
-        self.stream.stop()  # joins the thread: no command is sent after this
+        if self.stream is not None:
+            self.stream.stop()  # joins the thread: no command is sent after this
         self.stream = None
         self._status, self._reason = None, 'inactive'
         self.get_logger().info('inactive: command stream stopped, nothing is commanded (a '
