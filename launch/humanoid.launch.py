@@ -117,14 +117,15 @@ def _nodes(context):
         actions.append(Node(package='dial_ros', executable='sim', name='sim', output='screen',
                             parameters=parameters('sim')))
     actions += [
-        Node(package='dial_ros', executable='perception', name='perception', output='screen',
-             parameters=parameters('perception')),
+        LifecycleNode(package='dial_ros', executable='perception', name='perception',
+                      namespace='', output='screen', parameters=parameters('perception')),
         LifecycleNode(package='dial_ros', executable='intent', name='intent', namespace='',
                       output='screen', parameters=parameters('intent')),
     ]
     if driver == 'policy':
-        actions.append(Node(package='dial_ros', executable='controller', name='controller',
-                            output='screen', parameters=parameters('controller')))
+        actions.append(LifecycleNode(package='dial_ros', executable='controller',
+                                     name='controller', namespace='', output='screen',
+                                     parameters=parameters('controller')))
     elif driver == 'expert':
         actions.append(Node(package='dial_ros', executable='expert', name='expert',
                             output='screen', parameters=parameters('expert')))

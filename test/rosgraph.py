@@ -137,3 +137,26 @@ def running_node(module, domain, log_path, **params):
         if peer is not None:
             peer.close()
         stop_node(proc)
+
+
+def lifecycle_state(peer, node, timeout=120.0):
+    """The label of a lifecycle node's current state, through /<node>/get_state.
+
+    An autostarting node answers once its model is loaded: slow on a loaded machine.
+    """
+    from lifecycle_msgs.srv import GetState
+    request = GetState.Request()
+    return peer.call(GetState, f'/{node}/get_state', request, timeout).current_state.label
+
+
+def change_state(peer, node, transition, timeout=120.0):
+    """Request ``transition`` ('configure', 'activate', ...) of a lifecycle node; success.
+
+    The timeout is generous: a configure loads a model (and imports torch the first time),
+    which takes long on a loaded two-core machine.
+    """
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    transition_id = getattr(Transition, f'TRANSITION_{transition.upper()}')
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return peer.call(ChangeState, f'/{node}/change_state', request, timeout).success

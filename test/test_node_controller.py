@@ -1,10 +1,12 @@
-"""The controller node as a real process over DDS: rate, limits, ramp, hold, e-stop, params.
+"""The controller node as a real process over DDS: lifecycle, rate, limits, ramp, hold, e-stop.
 
-One controller process serves the whole module (its model takes ~5 s to build); the tests
-run in file order and each leaves it tracking again. The test process is an rclpy node that
+The lifecycle test runs its own process first; then one controller process serves the rest
+of the module (its model takes ~5 s to build): those tests run in file order and each leaves
+it tracking again. The test process is an rclpy node that
 plays perception, intent and the robot: synthetic /joint_states, observation latents and
 intents with the model id the controller loads.
 """
+import contextlib
 import os
 import pathlib
 import random
@@ -33,8 +35,9 @@ ARGS = {'control_rate_hz': RATE, 'max_step_rad': MAX_STEP, 'intent_timeout_s': I
 class Harness:
     """Test node: publishes the controller's inputs, records its commands and logs."""
 
-    def __init__(self, rclpy, model_id, token_shape, spec):
+    def __init__(self, rclpy, model_id, token_shape, spec, domain=DOMAIN):
         from diagnostic_msgs.msg import DiagnosticArray
+        from lifecycle_msgs.srv import ChangeState, GetState
         from rcl_interfaces.msg import Log
         from rcl_interfaces.srv import SetParameters
         from rclpy.executors import SingleThreadedExecutor
@@ -47,7 +50,7 @@ class Harness:
         from dial_ros.msg import LatentTensor
         self.LatentTensor, self.JointState = LatentTensor, JointState
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN)
+        rclpy.init(context=self.context, domain_id=domain)
         self.node = rclpy.create_node('controller_test', context=self.context)
         self.model_id, self.token_shape, self.spec = model_id, token_shape, spec
         mid = (spec.position_lower + spec.position_upper) / 2
@@ -57,6 +60,7 @@ class Harness:
         self.positions = list(reversed(self.pose.tolist())) + [0.3]
         self.intents_on = False
         self.commands, self.logs, self.lock = [], [], threading.Lock()
+        self.sent_at = []  # the publisher's clock (source timestamp) of each command
         n = self.node
         self.js_pub = n.create_publisher(JointState, topics.TOPIC_JOINT_STATES,
                                          qos.QOS_SENSOR)
@@ -82,6 +86,8 @@ class Harness:
         self.diagnostics = None
         self.params = n.create_client(SetParameters, '/controller/set_parameters')
         self.estop_srv = n.create_client(SetBool, '/controller/estop')
+        self.change_state = n.create_client(ChangeState, '/controller/change_state')
+        self.get_state = n.create_client(GetState, '/controller/get_state')
         self.SetBool = SetBool
         n.create_timer(0.01, self._publish_joints)
         n.create_timer(0.05, self._publish_observation)
@@ -116,6 +122,7 @@ class Harness:
         # arrival time in the DDS reader, not when this executor got round to the callback
         with self.lock:
             self.commands.append((info['received_timestamp'] * 1e-9, np.array(msg.data)))
+            self.sent_at.append(info['source_timestamp'] * 1e-9)
 
     def _on_log(self, msg):
         if msg.name == 'controller':
@@ -155,6 +162,18 @@ class Harness:
                                                     .to_parameter_msg()])
         return self.call(self.params, request).results[0]
 
+    def transition(self, name):
+        """Request a lifecycle transition ('configure', 'activate', ...); its success."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        request = ChangeState.Request(
+            transition=Transition(id=getattr(Transition, f'TRANSITION_{name.upper()}')))
+        return self.call(self.change_state, request, timeout=120.0).success  # loads a model
+
+    def state(self):
+        from lifecycle_msgs.srv import GetState
+        return self.call(self.get_state, GetState.Request(), 120.0).current_state.label
+
     def close(self):
         for timer in list(self.node.timers):  # no publishing into a shut-down context
             timer.cancel()
@@ -164,14 +183,14 @@ class Harness:
         self.context.try_shutdown()
 
 
-@pytest.fixture(scope='module')
-def harness(tmp_path_factory):
+@contextlib.contextmanager
+def controller(log_path, domain=DOMAIN, **extra):
+    """A controller process with ARGS (and ``extra``) and a Harness on ``domain``."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_DOMAIN_ID=str(DOMAIN), OMP_NUM_THREADS='1')
-    args = [f'{k}:={v}' for k, v in ARGS.items()]
+               ROS_DOMAIN_ID=str(domain), OMP_NUM_THREADS='1')
+    args = [f'{k}:={v}' for k, v in dict(ARGS, **extra).items()]
     cmd = [str(PYTHON if PYTHON.exists() else sys.executable), '-m',
            'dial_ros.nodes.controller', '--ros-args'] + [x for a in args for x in ('-p', a)]
-    log_path = tmp_path_factory.mktemp('controller') / 'controller.log'
     log = open(log_path, 'w')
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     h = None
@@ -182,13 +201,8 @@ def harness(tmp_path_factory):
         from dial_ros.model.policy import DialPolicy
         model, model_id = load_model('', EMBODIMENT, 0)
         policy = DialPolicy(model, EMBODIMENT)
-        h = Harness(rclpy, model_id, policy.token_shape, policy.embodiment)
+        h = Harness(rclpy, model_id, policy.token_shape, policy.embodiment, domain)
         h.proc, h.log_path = proc, log_path
-        deadline = time.monotonic() + 40  # process start (~6 s) + discovery (<= 10 s)
-        while time.monotonic() < deadline and not h.commands:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.1)
-        assert h.commands, 'no commands within 40 s:\n' + log_path.read_text()[-3000:]
         yield h
     finally:
         proc.terminate()
@@ -202,6 +216,19 @@ def harness(tmp_path_factory):
             h.close()
 
 
+@pytest.fixture(scope='module')
+def harness(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp('controller') / 'controller.log'
+    with controller(log_path) as h:
+        proc = h.proc
+        deadline = time.monotonic() + 40  # process start (~6 s) + discovery (<= 10 s)
+        while time.monotonic() < deadline and not h.commands:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        assert h.commands, 'no commands within 40 s:\n' + log_path.read_text()[-3000:]
+        yield h
+
+
 def check_safe(h, cmds):
     lower, upper = h.spec.position_lower, h.spec.position_upper
     assert np.all(cmds >= lower - 1e-9) and np.all(cmds <= upper + 1e-9)
@@ -211,6 +238,71 @@ def check_safe(h, cmds):
 
 def moving(cmds):
     return len(cmds) > 1 and np.abs(np.diff(cmds, axis=0)).max() > 1e-6
+
+
+def wait_for_log(h, text, timeout=10.0):
+    end = time.monotonic() + timeout
+    while text not in h.log_path.read_text():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_lifecycle_commands_only_while_active_and_reactivation_never_jumps(tmp_path):
+    """Its own process (autostart false), before the module's controller starts."""
+    domain = 100 + (DOMAIN - 100 + 1) % 131
+    with controller(tmp_path / 'controller.log', domain, autostart='false') as h:
+        assert h.state() == 'unconfigured'
+        h.intents_on = True
+        missing = '/nonexistent/dial_checkpoint'
+        assert h.set_param('checkpoint', missing).successful
+        assert not h.transition('configure'), 'configured without a checkpoint'
+        assert h.state() == 'unconfigured' and h.proc.poll() is None
+        assert wait_for_log(h, f"configure failed: cannot load the model (checkpoint "
+                            f"'{missing}'"), h.log_path.read_text()
+        assert h.set_param('checkpoint', '').successful
+        assert not h.commands, 'commanded while unconfigured'
+
+        assert h.transition('configure') and h.state() == 'inactive'
+        time.sleep(1.5)
+        assert not h.commands, 'commanded while inactive'
+        last = None
+        for cycle in range(2):  # activate, deactivate, activate again, deactivate
+            with h.lock:
+                count = len(h.commands)
+            assert h.transition('activate') and h.state() == 'active'
+            end = time.monotonic() + 30.0
+            while time.monotonic() < end and not moving(h.record(1.0)[1]):
+                pass
+            with h.lock:
+                since = np.stack([c for _, c in h.commands[count:]])
+            # the first command is one safe step from the last one sent (the robot's forward
+            # controller still holds it) or, before any, from the measured pose; it heads for
+            # the measured pose (the ramp's origin), never jumps into a chunk
+            origin = h.pose if last is None else last
+            assert np.abs(since[0] - origin).max() <= MAX_STEP + 1e-9, (cycle, since[0])
+            if last is not None:
+                assert np.abs(since[min(len(since) - 1, 20)] - h.pose).max() < \
+                    np.abs(last - h.pose).max(), 'not heading for the measured pose'
+            assert moving(since), f'not tracking after activation {cycle}'
+            check_safe(h, since)
+            if last is not None:
+                gap = np.abs(last - h.pose).max()
+                print(f'controller: re-activation stepped from the last command, '
+                      f'{gap:.3f} rad from the pose (max step {MAX_STEP})')
+                assert gap > MAX_STEP, 'the test needs a last command away from the pose'
+            assert h.transition('deactivate')
+            inactive = time.time()  # its answer comes once the command thread has stopped
+            assert h.state() == 'inactive'
+            time.sleep(1.5)
+            with h.lock:  # judged by send time: a loaded machine can deliver some late
+                late = [t - inactive for t in h.sent_at if t > inactive]
+                last = h.commands[-1][1]
+            assert not late, f'commanded while inactive (cycle {cycle}): {late[:5]} s after'
+        assert h.transition('cleanup') and h.state() == 'unconfigured'
+        assert wait_for_log(h, 'cleaned up: model freed')
+        assert h.proc.poll() is None
 
 
 def test_starts_at_measured_pose_then_tracks_within_limits(harness):

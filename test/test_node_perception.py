@@ -15,12 +15,12 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # before any rclpy co
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
-from dial_ros.codecs import fill_image, now_sec, read_latent  # noqa: E402
+from dial_ros.codecs import fill_image, now_sec, read_latent, stamp_to_sec  # noqa: E402
 from dial_ros.msg import LatentTensor  # noqa: E402
 from dial_ros.nodes.qos import QOS_LATENT, QOS_SENSOR  # noqa: E402
 from dial_ros.topics import (TOPIC_IMAGE, TOPIC_JOINT_STATES, TOPIC_OBSERVATION,  # noqa: E402
                              TOPIC_OBSERVATION_JOINT_STATE)
-from rosgraph import running_node, stop_node  # noqa: E402
+from rosgraph import change_state, lifecycle_state, running_node, stop_node  # noqa: E402
 
 EMBODIMENT = 'gr1_sim'  # the launch default
 pytestmark = pytest.mark.ros
@@ -77,10 +77,11 @@ def key_of(msg):
 
 @pytest.fixture
 def perception(tmp_path, request):
+    """Start the node with ``request.param`` as extra parameters; yield (peer, proc, log)."""
     domain = domain_for(request.node.name)
     log = tmp_path / 'perception.log'
     with running_node('perception', domain, log, embodiment=EMBODIMENT,
-                      expected_camera_hz=20.0) as (peer, proc):
+                      expected_camera_hz=20.0, **getattr(request, 'param', {})) as (peer, proc):
         yield peer, proc, log
 
 
@@ -182,3 +183,51 @@ def test_bad_frames_are_dropped_with_an_error_and_the_node_keeps_running(percept
     for text in ("encoding 'mono8' is not supported", 'size 100x80 does not match',
                  'out of order'):
         assert wait_for_log(log, text), f'no error {text!r} in:\n{log.read_text()}'
+
+
+MISSING = '/nonexistent/dial_checkpoint'
+
+
+@pytest.mark.parametrize('perception', [{'autostart': False}], indirect=True)
+def test_lifecycle_publishes_only_while_active(perception):
+    peer, proc, log = perception
+    camera = Camera(peer)
+    latents = peer.collect(LatentTensor, TOPIC_OBSERVATION, QOS_LATENT)
+    joints = peer.collect(JointState, TOPIC_OBSERVATION_JOINT_STATE, QOS_LATENT)
+    assert lifecycle_state(peer, 'perception') == 'unconfigured'
+
+    # a configure that cannot load the model: FAILURE, the reason logged, still unconfigured
+    peer.set_parameters('perception', checkpoint=MISSING)
+    assert not change_state(peer, 'perception', 'configure')
+    assert lifecycle_state(peer, 'perception') == 'unconfigured' and proc.poll() is None
+    assert wait_for_log(log, f'configure failed: cannot load the model (checkpoint '
+                        f"'{MISSING}'"), log.read_text()
+    peer.set_parameters('perception', checkpoint='')
+
+    assert change_state(peer, 'perception', 'configure')
+    assert lifecycle_state(peer, 'perception') == 'inactive'
+    connect(peer, camera, proc, log)  # subscribed and publishers made while inactive
+    peer.run(1.5, 20.0, camera.frame)
+    assert not latents and not joints, 'published while inactive'
+
+    for cycle in range(2):  # activate, deactivate, activate again
+        assert change_state(peer, 'perception', 'activate')
+        assert lifecycle_state(peer, 'perception') == 'active'
+        start = now_sec(peer.node)
+        assert stream_until(peer, camera, lambda: len(latents) >= 5, 20.0), log.read_text()
+        # only frames sent after the activation: nothing queued from before it
+        assert all(stamp_to_sec(m.header.stamp) >= start for _, m in latents)
+        assert change_state(peer, 'perception', 'deactivate')
+        inactive = now_sec(peer.node)
+        assert lifecycle_state(peer, 'perception') == 'inactive'
+        peer.run(1.5, 20.0, camera.frame)
+        # judged by frame stamp: a loaded machine may deliver what came before late
+        late = [m for _, m in latents + joints
+                if stamp_to_sec(m.header.stamp) >= inactive]
+        assert not late, f'published while inactive (cycle {cycle})'
+        latents.clear()
+
+    assert change_state(peer, 'perception', 'cleanup')
+    assert lifecycle_state(peer, 'perception') == 'unconfigured'
+    assert wait_for_log(log, 'cleaned up: model freed')
+    assert stop_node(proc) == 0

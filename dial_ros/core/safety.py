@@ -203,8 +203,14 @@ class SafetyFilter:
         with self._lock:
             if self._estopped:
                 LOGGER.info('safety: e-stop released; re-ramping from the measured pose')
-                self._ramp_from_measured = True
             self._estopped = False
+            self.resume()
+
+    def resume(self):
+        """Ramp the next tracked target in from the measured pose (after a pause in which the
+        arm may have moved), stepping from the last command sent, never jumping to the pose."""
+        with self._lock:
+            self._ramp_from_measured = True
             self._tracking = False
             self._ramp_start = None
 

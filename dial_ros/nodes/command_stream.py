@@ -269,6 +269,12 @@ class CommandOutputs:
                 self._pubs[form] = self._node.create_publisher(kind, topic, self._qos)
         self._forms = tuple(forms)
 
+    def destroy(self):
+        """Destroy the publishers (call only once the stream that publishes has stopped)."""
+        for pub in self._pubs.values():
+            self._node.destroy_publisher(pub)
+        self._pubs, self._forms = {}, ()
+
     def publish(self, cmd, now_s, period_s):
         from builtin_interfaces.msg import Duration
         from trajectory_msgs.msg import JointTrajectoryPoint

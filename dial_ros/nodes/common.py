@@ -162,6 +162,8 @@ def _fmt(value):
 def run_node(make_node, args=None, threads=1):
     """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly (exit 0).
 
+    Exit 1 when a lifecycle node's autostart failed (the node logged why).
+
     Single-threaded by default: rclpy's MultiThreadedExecutor (Kilted 9.1.2) re-submits a
     task that waits in its pool on every spin; when another thread of the node keeps the
     GIL busy (a command stream, a ViT worker, a sim loop) it piles up thousands of copies
@@ -174,6 +176,8 @@ def run_node(make_node, args=None, threads=1):
     node = None
     try:
         node = make_node()
+        if getattr(node, 'startup_error', ''):  # a lifecycle node whose autostart failed
+            return 1
         executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                     else SingleThreadedExecutor())
         executor.add_node(node)

@@ -11,6 +11,18 @@ see command_stream.py) samples the scheduler, passes the target through the Safe
 as Float64MultiArray (ros2_control JointGroupPositionController), JointTrajectory and/or
 JointState. Stale inputs make it hold: it keeps sending the held position, because
 ros2_control forward controllers have no timeout of their own.
+
+Lifecycle (lifecycle.py): ``configure`` checks the parameters, loads System-1 and subscribes
+(inputs keep flowing while inactive, so the measured pose is fresh at activation);
+``activate`` starts inference and the command thread; ``deactivate`` stops both: an
+inactive controller sends no commands at all (a forward controller then keeps the last one,
+so the robot holds). ``activate`` resets the SafetyFilter, so the first command is the
+measured pose (or a ramp from it, ``max_step_rad`` per tick), never a jump to an old command
+or chunk; a latched e-stop stays latched through every transition (it can be latched while
+unconfigured). ``cleanup`` frees the model. A configure that cannot load the model returns
+FAILURE, logs why and leaves the node 'unconfigured'. With ``autostart`` (default) the node
+configures and activates itself at start-up (if that fails the process exits 1); with
+``autostart:=false`` it waits for /controller/change_state.
 """
 import array
 import dataclasses
@@ -22,7 +34,6 @@ import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
@@ -33,6 +44,7 @@ from dial_ros.msg import ActionChunk, LatentTensor
 from dial_ros.nodes import common
 from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
 from dial_ros.paths import UNTRAINED
+from dial_ros.nodes.lifecycle import ModelNode, free_memory
 from dial_ros.schema import setting
 
 OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
@@ -87,11 +99,14 @@ class Params:
                                     'command thread (0: normal)', low=0, high=98)
     hold_on_start: bool = setting(True, 'before the first chunk, stream the measured pose '
                                   '(hold); false: send nothing until a chunk arrives')
+    autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
+                              'manager needed)', read_only=True)
     checkpoint: str = setting('', "DIAL checkpoint folder; '' = the bundled one, 'untrained' = "
-                              'an untrained tiny model (only with simulated)', read_only=True)
-    embodiment: str = setting('gr1_sim', 'embodiment config name', read_only=True)
-    seed: int = setting(0, 'seed of the untrained model and of the chunk noise',
-                        low=0, high=2**31 - 1, read_only=True)
+                              'an untrained tiny model (only with simulated); applies at the '
+                              'next configure')
+    embodiment: str = setting('gr1_sim', 'embodiment config name (next configure)')
+    seed: int = setting(0, 'seed of the chunk noise (live) and of the untrained model (next '
+                        'configure)', low=0, high=2**31 - 1)
     simulated: bool = setting(False, 'the joints are the embedded sim\'s (the launch sets it '
                               'from sim:=); false: an untrained model is refused',
                               read_only=True)
@@ -125,71 +140,132 @@ class _Input:
     stamp_msg: object = None
 
 
-class ControllerNode(Node):
-    """System-1 node: chunk inference at chunk_rate_hz, commands at control_rate_hz."""
+class ControllerNode(ModelNode):
+    """System-1 lifecycle node: chunk inference at chunk_rate_hz, commands at control_rate_hz."""
 
     def __init__(self, **kwargs):
         super().__init__('controller', **kwargs)
-        self.params = declare_checked(self, Params(), self._on_param)
+        self.params = common.declare_params(self, Params(), self._on_param)
+        self.policy = self.model_id = self.spec = self.scheduler = self.safety = None
+        self.outputs = self.chunk_pub = self.stream = self._chunk_timer = None
+        self.subs = []
+        self._active = False
+        # the filter is driven by the stream thread and changed from executor threads
+        self._safety_lock = threading.Lock()
+        # held by inference; deactivate takes it, so no chunk is computed or sent after it
+        self._infer_lock = threading.Lock()
+        self._estop = False  # latched before configure too; applied to each new filter
+        self._intent = self._obs = self._joint = None
+        self._instruction = ''
+        self._obs_joints = {}     # stamp -> joint vector matched to that observation
+        self._chunks, self._chunk_base, self._chunk_key, self._latencies = 0, 0, None, []
+        self._status, self._reason = None, 'starting'
+        self._rejected, self._last_log, self._held = {}, {}, False
+        self.create_subscription(Bool, common.TOPIC_ESTOP, self._on_estop, 10)
+        self.create_service(SetBool, '~/estop', self._on_estop_srv)
+        self.diagnostics = common.Diagnostics(self)
+        self.create_timer(1.0, self._publish_diagnostics)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        if self.params.autostart:
+            self.autostart()
+
+    # --- lifecycle (see lifecycle.ModelNode) ---------------------------------------------
+    def configure(self):
         p = self.params
         try:
+            p.check()
             self.policy, self.model_id = common.load_policy(p.checkpoint, p.embodiment, p.seed,
                                                             part='system1')
-        except RuntimeError as err:
-            raise SystemExit(f'controller: {err}') from None
+        except (RuntimeError, ValueError) as err:
+            return str(err)
         if self.policy.model.system1.needs_vlm_features:
-            raise SystemExit('controller: this checkpoint (APT stage 2) needs VLM features '
-                             'that are not sent between processes')
+            return ('this checkpoint (APT stage 2) needs VLM features that are not sent '
+                    'between processes')
         self.policy.noise_scale = p.action_noise_scale
         self.spec = self.policy.embodiment
         self.joint_names = list(self.spec.joint_names)
         self.shape = tuple(self.policy.token_shape)
+        self._joint_order = common.JointOrder(self.joint_names)
         self.scheduler = ChunkScheduler(p.chunk_dt_s, p.blend_time_s, p.interpolation,
                                         num_joints=len(self.joint_names))
-        self.safety = SafetyFilter(self._limits(), p.ramp_time_s, stale_timeout_s=1.0,
-                                   dry_run=p.dry_run, **self._periods(p.control_rate_hz))
-        # the filter is driven by the stream thread and changed from executor threads
-        self._safety_lock = threading.Lock()
-        self._intent = self._obs = self._joint = None
-        self._instruction = ''
-        self._joint_order = common.JointOrder(self.joint_names)
-        self._obs_joints = {}     # stamp -> joint vector matched to that observation
-        self._chunks, self._chunk_key, self._latencies = 0, None, []
-        self._status, self._reason = None, 'starting'
-        self._rejected, self._last_log, self._held = {}, {}, False
+        with self._safety_lock:
+            self.safety = SafetyFilter(self._limits(), p.ramp_time_s, stale_timeout_s=1.0,
+                                       dry_run=p.dry_run, **self._periods(p.control_rate_hz))
+            if self._estop:
+                self.safety.estop('latched before configure')
         self.outputs = CommandOutputs(self, self.joint_names, p.output_forms)
-        self.chunk_pub = self.create_publisher(ActionChunk, common.TOPIC_CHUNK,
-                                               common.QOS_LATENT)
-        self.create_subscription(LatentTensor, common.TOPIC_INTENT, self._on_intent,
-                                 common.QOS_LATENT)
-        self.create_subscription(LatentTensor, common.TOPIC_OBSERVATION, self._on_observation,
-                                 common.QOS_LATENT)
-        self.create_subscription(JointState, common.TOPIC_JOINT_STATES, self._on_joint_state,
-                                 common.QOS_SENSOR)
-        self.create_subscription(JointState, common.TOPIC_OBSERVATION_JOINT_STATE,
-                                 self._on_observation_joints, common.QOS_LATENT)
-        self.create_subscription(String, common.TOPIC_INSTRUCTION, self._on_instruction,
-                                 common.QOS_LATCHED)
-        self.create_subscription(Bool, common.TOPIC_ESTOP, self._on_estop, 10)
-        self.create_service(SetBool, '~/estop', self._on_estop_srv)
+        self.chunk_pub = self.create_lifecycle_publisher(ActionChunk, common.TOPIC_CHUNK,
+                                                         common.QOS_LATENT)
+        # inputs flow while inactive too: activation ramps from a fresh measured pose
+        self.subs = [
+            self.create_subscription(LatentTensor, common.TOPIC_INTENT, self._on_intent,
+                                     common.QOS_LATENT),
+            self.create_subscription(LatentTensor, common.TOPIC_OBSERVATION,
+                                     self._on_observation, common.QOS_LATENT),
+            self.create_subscription(JointState, common.TOPIC_JOINT_STATES,
+                                     self._on_joint_state, common.QOS_SENSOR),
+            self.create_subscription(JointState, common.TOPIC_OBSERVATION_JOINT_STATE,
+                                     self._on_observation_joints, common.QOS_LATENT),
+            self.create_subscription(String, common.TOPIC_INSTRUCTION, self._on_instruction,
+                                     common.QOS_LATCHED)]
+        self.get_logger().info(
+            f'configured: model {self.model_id}, {len(self.joint_names)} joints '
+            f'({self.spec.name})')
+
+    def activate(self):
+        p = self.params
+        with self._safety_lock:
+            # ramp in from the measured pose, stepping from the last command sent (the robot's
+            # forward controller still holds it): no jump either way
+            self.safety.resume()
+            self.scheduler.reset()  # never resume a chunk from before
+        self._chunk_key, self._chunk_base = None, self._chunks
+        self._status, self._reason = None, 'activating'
+        self._active = True
         # inference in its own group: a slow chunk never delays input callbacks
         self._chunk_timer = self.create_timer(1.0 / p.chunk_rate_hz, self._infer,
                                               MutuallyExclusiveCallbackGroup())
-        self.diagnostics = common.Diagnostics(self)
-        self.create_timer(1.0, self._publish_diagnostics)
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.stream = CommandStream(self._tick, p.control_rate_hz, self._on_tick_error,
                                     priority=p.realtime_priority,
                                     logger=self.get_logger())
         self.stream.set_process_priority(p.process_priority)  # threads started later inherit
         self.stream.start()
         self.get_logger().info(
-            f'model {self.model_id}, {len(self.joint_names)} joints ({self.spec.name}), '
-            f'commands at {p.control_rate_hz} Hz on {p.output_forms}, chunks at '
+            f'active: commands at {p.control_rate_hz} Hz on {p.output_forms}, chunks at '
             f'{p.chunk_rate_hz} Hz{" (DRY RUN)" if p.dry_run else ""}')
 
-    def close(self):
-        self.stream.stop()
+    def deactivate(self):
+        if not self._active:
+            return
+        with self._infer_lock:
+            self._active = False
+            if self._chunk_timer is not None:
+                self.destroy_timer(self._chunk_timer)
+            self._chunk_timer = None
+        if self.stream is not None:
+            self.stream.stop()  # joins the thread: no command is sent after this
+        self.stream = None
+        self._status, self._reason = None, 'inactive'
+        self.get_logger().info('inactive: command stream stopped, nothing is commanded (a '
+                               'forward controller keeps the last command); activate ramps '
+                               'in from the measured pose')
+
+    def release(self):
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        if self.chunk_pub is not None:
+            self.destroy_lifecycle_publisher(self.chunk_pub)
+        if self.outputs is not None:
+            self.outputs.destroy()
+        self.subs, self.chunk_pub, self.outputs = [], None, None
+        self._intent = self._obs = self._joint = None
+        self._obs_joints = {}
+        with self._safety_lock:
+            self.scheduler = self.safety = None
+        if self.policy is not None:
+            device, self.policy, self.model_id = self.policy.device, None, None
+            free_memory(device)
+            self.get_logger().info('cleaned up: model freed')
 
     # --- parameters ----------------------------------------------------------------------
     def _limits(self):
@@ -203,31 +279,40 @@ class ControllerNode(Node):
         return {'nominal_period_s': 1.0 / rate_hz, 'max_dt_s': max(0.1, 1.0 / rate_hz)}
 
     def _on_param(self, name, value):
-        p = self.params
+        # serialised with the lifecycle transitions (both in the default callback group);
+        # parts that do not exist yet (unconfigured, inactive) read the parameters when made
+        p, stream = self.params, self.stream
+        if name in ('checkpoint', 'embodiment', 'seed') and self.policy is not None:
+            self.get_logger().info(f'{name}: the model changes at the next configure')
         if name == 'control_rate_hz':
-            self.stream.set_rate(value)
+            if stream is not None:
+                stream.set_rate(value)
             with self._safety_lock:
-                self.safety.set_params(**self._periods(value))
+                if self.safety is not None:
+                    self.safety.set_params(**self._periods(value))
             self.get_logger().info(f'control rate -> {value} Hz')
-        elif name == 'realtime_priority':
-            self.stream.set_priority(value)
-        elif name == 'process_priority':
-            self.stream.set_process_priority(value)
-        elif name == 'chunk_rate_hz':
+        elif name == 'realtime_priority' and stream is not None:
+            stream.set_priority(value)
+        elif name == 'process_priority' and stream is not None:
+            stream.set_process_priority(value)
+        elif name == 'chunk_rate_hz' and self._chunk_timer is not None:
             self._chunk_timer.timer_period_ns = int(1e9 / value)
         elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation'):
-            self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=p.blend_time_s,
-                                      interpolation=p.interpolation)
+            if self.scheduler is not None:
+                self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=p.blend_time_s,
+                                          interpolation=p.interpolation)
         elif name in ('ramp_time_s', 'dry_run'):
             with self._safety_lock:
-                self.safety.set_params(ramp_time_s=p.ramp_time_s, dry_run=p.dry_run)
-        elif name in ('velocity_scale', 'max_step_rad'):
+                if self.safety is not None:
+                    self.safety.set_params(ramp_time_s=p.ramp_time_s, dry_run=p.dry_run)
+        elif name in ('velocity_scale', 'max_step_rad') and self.spec is not None:
             limits = self._limits()
             with self._safety_lock:
-                self.safety.limits = limits
-        elif name == 'output_forms':
+                if self.safety is not None:
+                    self.safety.limits = limits
+        elif name == 'output_forms' and self.outputs is not None:
             self.outputs.select(value)
-        elif name == 'action_noise_scale':
+        elif name == 'action_noise_scale' and self.policy is not None:
             self.policy.noise_scale = value
 
     # --- inputs --------------------------------------------------------------------------
@@ -346,12 +431,13 @@ class ControllerNode(Node):
 
     def _set_estop(self, stop, source):
         with self._safety_lock:
-            was = self.safety.estopped
-            if stop:
-                self.safety.estop(source)
-                self.scheduler.reset()  # never resume an old chunk after a release
-            elif was:
-                self.safety.release()
+            was, self._estop = self._estop, stop
+            if self.safety is not None:
+                if stop:
+                    self.safety.estop(source)
+                    self.scheduler.reset()  # never resume an old chunk after a release
+                elif was:
+                    self.safety.release()
         if stop and not was:
             self.get_logger().warning(f'e-stop latched by {source}: holding')
         elif was and not stop:
@@ -373,6 +459,11 @@ class ControllerNode(Node):
 
     # --- chunk inference (executor thread) -----------------------------------------------
     def _infer(self):
+        with self._infer_lock:
+            if self._active:
+                self._infer_chunk()
+
+    def _infer_chunk(self):
         now = self._now()
         intent, obs, joint = self._intent, self._obs, self._joint
         if self._stale(now) or (obs.stamp, intent.key) == self._chunk_key:
@@ -405,13 +496,15 @@ class ControllerNode(Node):
 
     # --- command stream (its own thread) -------------------------------------------------
     def _tick(self):
+        if not self._active:  # deactivating: the stream is being stopped
+            return
         now = self._now()
         joint = self._joint
         reason = self._stale(now)
         target = None if reason else self.scheduler.sample(now)
         if target is None and not reason:
             reason = 'no chunk covers now'
-        if target is None and self._chunks == 0 and not self.params.hold_on_start:
+        if target is None and self._chunks == self._chunk_base and not self.params.hold_on_start:
             self._reason = reason + ' (hold_on_start false: sending nothing)'
             return
         with self._safety_lock:
@@ -433,13 +526,19 @@ class ControllerNode(Node):
 
     # --- diagnostics ---------------------------------------------------------------------
     def _publish_diagnostics(self):
+        lifecycle = self.lifecycle_state
+        values = {'state': lifecycle, 'estop': self._estop, 'chunks': self._chunks,
+                  'model_id': self.model_id or '',
+                  'commands_sent': 0 if self.outputs is None else self.outputs.sent}
+        if lifecycle != 'active':  # nothing is commanded
+            self.diagnostics.publish('error' if self._estop else 'ok', lifecycle, values)
+            return
         now = self._now()
         lat, self._latencies = np.array(self._latencies) * 1e3, []
         status = self._status
         state = 'waiting' if status is None else status.state.value
-        values = {'safety_state': state, 'reason': self._reason, 'dry_run': self.params.dry_run,
-                  'estop': self.safety.estopped, 'commands_sent': self.outputs.sent,
-                  'chunks': self._chunks, 'model_id': self.model_id}
+        values.update({'safety_state': state, 'reason': self._reason,
+                       'dry_run': self.params.dry_run})
         values.update(self.stream.diagnostic_values())
         nan = float('nan')
         values.update(chunk_inference_ms_p50=float(np.median(lat)) if lat.size else nan,
@@ -454,7 +553,7 @@ class ControllerNode(Node):
         for kind, count in sorted(self._rejected.items()):
             values[f'dropped_{kind}'] = count
         level = 'ok'
-        if self.safety.estopped:
+        if self._estop:
             level = 'error'
         elif (status is None or status.holding or self.params.dry_run
               or values['send_missed_ticks']
@@ -467,16 +566,6 @@ class ControllerNode(Node):
 def _copy_stamp(stamp):
     """A copy of a builtin_interfaces/Time."""
     return type(stamp)(sec=stamp.sec, nanosec=stamp.nanosec)
-
-
-def declare_checked(node, params, on_change):
-    """Declare the parameters and run the cross-field check at start-up."""
-    common.declare_params(node, params, on_change)
-    try:
-        params.check()
-    except ValueError as err:
-        raise SystemExit(f'{node.get_name()}: bad parameter: {err}') from None
-    return params
 
 
 def main(args=None):

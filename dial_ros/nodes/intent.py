@@ -10,8 +10,10 @@ Lifecycle: the model loads in ``configure`` and is freed in ``cleanup``; the tim
 while ``active``; ``deactivate`` stops publishing and sends one ``valid=False`` message that
 revokes the last intent, so a controller holds at once instead of waiting for ``valid_for``.
 With ``autostart`` (default) the node configures and activates itself at start-up, so a
-launch needs no lifecycle manager; with ``autostart:=false`` it waits in 'unconfigured' for
-/intent/change_state.
+launch needs no lifecycle manager (if that fails the process exits 1); with
+``autostart:=false`` it waits in 'unconfigured' for /intent/change_state. A configure that
+cannot load the model returns FAILURE, logs why and leaves the node 'unconfigured'
+(lifecycle plumbing: lifecycle.py).
 
 Each tick takes the newest observation not used yet (older ones are simply superseded) and
 the current instruction; with no instruction it publishes nothing. Observations from another
@@ -21,16 +23,15 @@ mutually exclusive default group, so a rate change, a lifecycle transition and i
 never overlap.
 """
 import dataclasses
-import gc
 import sys
 import time
 
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from std_msgs.msg import String
 
 from dial_ros.core.sync import RateMonitor
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
+from dial_ros.nodes.lifecycle import ModelNode, free_memory
 from dial_ros.schema import setting
 
 JUMP_BACK_S = 1.0  # an observation this far behind the newest is a clock reset, not disorder
@@ -60,7 +61,7 @@ class Params:
     torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)
 
 
-class IntentNode(LifecycleNode):
+class IntentNode(ModelNode):
     """System-2 lifecycle node; see the module docstring."""
 
     def __init__(self, **kwargs):
@@ -83,21 +84,17 @@ class IntentNode(LifecycleNode):
         self.diagnostics = common.Diagnostics(self)
         self.create_timer(1.0, self._publish_diagnostics)
         if self.params.autostart:
-            for step in (self.trigger_configure, self.trigger_activate):
-                if step() != TransitionCallbackReturn.SUCCESS:
-                    raise SystemExit(f'intent: autostart failed in {step.__name__} (see the '
-                                     'error above)')
+            self.autostart()
 
-    # --- lifecycle -----------------------------------------------------------------------
-    def on_configure(self, state):
+    # --- lifecycle (see lifecycle.ModelNode) ---------------------------------------------
+    def configure(self):
         p = self.params
         try:
             self.policy, self.model_id = common.load_policy(
                 p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
                 part='system2')
-        except Exception as err:  # rclpy would turn it into a silent ERROR transition
-            self.get_logger().error(str(err))
-            return TransitionCallbackReturn.FAILURE
+        except (RuntimeError, ValueError) as err:
+            return str(err)
         self.horizon = self.policy.model.config.foresight_horizon
         self.pub = self.create_lifecycle_publisher(LatentTensor, common.TOPIC_INTENT,
                                                    common.QOS_LATENT)
@@ -108,47 +105,36 @@ class IntentNode(LifecycleNode):
                                      common.QOS_LATCHED)]
         self.get_logger().info(f'configured: model {self.model_id}, tokens '
                                f'{self.policy.token_shape}, horizon {self.horizon}')
-        return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state):
+    def activate(self):
         self.obs = self.used_stamp = None  # never act on an observation from before
         self._make_timer()
         self.get_logger().info(f'active: intents at {self.params.intent_rate_hz} Hz')
-        return super().on_activate(state)  # enables the lifecycle publisher
 
-    def on_deactivate(self, state):
+    def deactivate(self):
+        if self.timer is None:
+            return  # not active
         self._destroy_timer()
-        if self.pub is not None:
+        if self.pub is not None and self.context.ok():
             revoke = LatentTensor(valid=False, dtype='float32', model_id=self.model_id,
                                   seq=self.seq, instruction_id=self._instruction_id())
             revoke.header.stamp = self.get_clock().now().to_msg()
             self.pub.publish(revoke)
             self.seq += 1
         self.get_logger().info('inactive: intents stopped (last one revoked)')
-        return super().on_deactivate(state)
 
-    def on_cleanup(self, state):
-        self._release()
-        self.get_logger().info('cleaned up: model freed')
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state):
-        self._destroy_timer()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _release(self):
+    def release(self):
+        had_model = self.policy is not None
         for sub in self.subs:
             self.destroy_subscription(sub)
         if self.pub is not None:
             self.destroy_lifecycle_publisher(self.pub)
         self.subs, self.pub, self.obs, self.used_stamp = [], None, None, None
-        device = self.policy.device if self.policy is not None else None
+        device = self.policy.device if had_model else None
         self.policy = self.model_id = None
-        gc.collect()
-        if device is not None and device.type == 'cuda':
-            import torch
-            torch.cuda.empty_cache()
+        if had_model:
+            free_memory(device)
+            self.get_logger().info('cleaned up: model freed')
 
     # --- parameters ----------------------------------------------------------------------
     def _make_timer(self):
@@ -268,7 +254,7 @@ class IntentNode(LifecycleNode):
 
     # --- health --------------------------------------------------------------------------
     def _publish_diagnostics(self):
-        state = self._state_machine.current_state[1]
+        state = self.lifecycle_state
         now = common.now_sec(self)
         ok, rate, reason = self.monitor.check(now)
         values = {'state': state, 'target_rate_hz': self.params.intent_rate_hz,

@@ -20,6 +20,14 @@ The ViT runs in a worker thread on a one-slot mailbox: when it is slower than th
 a newer set replaces the waiting one (counted as ``dropped_busy``), so latency never queues.
 The sync queue must hold ``queue_size`` items of the fastest stream for as long as a camera
 frame takes to arrive (e.g. 1 kHz joint states and 30 ms camera latency need >= 30).
+
+Lifecycle (lifecycle.py): ``configure`` checks the parameters, loads the ViT, subscribes and
+starts the worker; ``activate`` starts publishing; while 'inactive' inputs are only counted
+(no sync, no ViT, nothing published; deactivate waits for an encoding in progress);
+``cleanup`` frees the model. A configure that cannot load the model returns FAILURE, logs
+why and leaves the node 'unconfigured'. With ``autostart`` (default) the node configures and
+activates itself at start-up (if that fails the process exits 1); with ``autostart:=false``
+it waits for /perception/change_state.
 """
 import dataclasses
 import sys
@@ -28,12 +36,12 @@ import time
 
 import numpy as np
 from PIL import Image as PilImage
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
 from dial_ros.core.sync import ApproximateTimeSync, RateMonitor
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
+from dial_ros.nodes.lifecycle import ModelNode, free_memory
 from dial_ros.schema import setting
 
 JUMP_BACK_S = 1.0  # a stamp this far behind the last one is a clock reset (bag loop, sim)
@@ -60,13 +68,15 @@ class Params:
                                      high=60.0, unit='s')
     resize: bool = setting(False, 'resize frames of another size to the model input with '
                            'Pillow (aspect not kept); false: drop them with an error')
+    autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
+                              'manager needed)', read_only=True)
     checkpoint: str = setting('', "model checkpoint folder; '' = the bundled one, 'untrained' "
-                              '= an untrained tiny model', read_only=True)
-    embodiment: str = setting('gr1_sim', 'embodiment config name', read_only=True)
-    seed: int = setting(0, 'seed of the untrained model', low=0, high=2**31 - 1,
-                        read_only=True)
-    device: str = setting('cpu', 'torch device', choices=('cpu', 'cuda'), read_only=True)
-    torch_threads: int = setting(1, 'torch CPU threads', low=1, high=64, read_only=True)
+                              '= an untrained tiny model (applies at the next configure)')
+    embodiment: str = setting('gr1_sim', 'embodiment config name (next configure)')
+    seed: int = setting(0, 'seed of the untrained model (next configure)', low=0,
+                        high=2**31 - 1)
+    device: str = setting('cpu', 'torch device (next configure)', choices=('cpu', 'cuda'))
+    torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)
 
     def check(self):
         """Cross-field rules (ValueError naming the field)."""
@@ -76,25 +86,15 @@ class Params:
                              f'{self.camera_topics!r}')
 
 
-class PerceptionNode(Node):
-    """Camera sync + frozen ViT; see the module docstring."""
+class PerceptionNode(ModelNode):
+    """Camera sync + frozen ViT as a lifecycle node; see the module docstring."""
 
     def __init__(self, **kwargs):
         super().__init__('perception', **kwargs)
         self.params = common.declare_params(self, Params(), on_change=self._on_param)
-        try:
-            self.params.check()
-        except ValueError as err:
-            raise SystemExit(f'perception: bad parameter: {err}') from None
-        p = self.params
-        try:
-            self.policy, self.model_id = common.load_policy(
-                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
-                part='vision')
-        except RuntimeError as err:
-            self.get_logger().fatal(str(err))
-            raise SystemExit(f'perception: {err}') from None
-        self.size = self.policy.image_size
+        self.policy = self.model_id = self.sync = None
+        self.pub_latent = self.pub_joints = None
+        self.subs = []
         self.cameras = list(self.params.camera_topics)
         self.streams = self.cameras + ([common.TOPIC_JOINT_STATES]
                                        if self.params.use_joint_states else [])
@@ -103,35 +103,82 @@ class PerceptionNode(Node):
                                           'encode_errors')}
         self.received = [0] * len(self.streams)
         self._last = [-np.inf] * len(self.streams)
-        self._make_sync()
         self._make_monitors()
         self.compute_ms, self.age_ms = common.WindowStats(), common.WindowStats()
         self.seq = 0
         self.throttle = common.Throttle(self.get_logger(), THROTTLE_S)
         self.rate_throttle = common.Throttle(self.get_logger(), 10.0)
         self._joints_seen = 0
-
-        self.pub_latent = self.create_publisher(LatentTensor, common.TOPIC_OBSERVATION,
-                                                common.QOS_LATENT)
-        self.pub_joints = self.create_publisher(
-            JointState, common.TOPIC_OBSERVATION_JOINT_STATE, common.QOS_LATENT)
-        for i, topic in enumerate(self.cameras):
-            self.create_subscription(Image, topic, lambda m, i=i: self._on_image(i, m),
-                                     common.QOS_SENSOR)
-        if self.params.use_joint_states:
-            self.create_subscription(JointState, common.TOPIC_JOINT_STATES,
-                                     self._on_joints, common.QOS_SENSOR)
+        # the ViT worker: a one-slot mailbox; _publishing (under _cond) gates its output
+        self._slot, self._stop, self._publishing, self._worker = None, False, False, None
+        self._cond = threading.Condition()
+        self._encoding = threading.Lock()  # held by the worker while it encodes and publishes
         self.diagnostics = common.Diagnostics(self)
         self.create_timer(1.0, self._publish_diagnostics)
+        if self.params.autostart:
+            self.autostart()
 
-        self._slot, self._stop = None, False
-        self._cond = threading.Condition()
+    # --- lifecycle (see lifecycle.ModelNode) ---------------------------------------------
+    def configure(self):
+        p = self.params
+        try:
+            p.check()
+            self.policy, self.model_id = common.load_policy(
+                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
+                part='vision')
+        except (RuntimeError, ValueError) as err:
+            return str(err)
+        self.size = self.policy.image_size
+        self._make_sync()
+        self.pub_latent = self.create_lifecycle_publisher(
+            LatentTensor, common.TOPIC_OBSERVATION, common.QOS_LATENT)
+        self.pub_joints = self.create_lifecycle_publisher(
+            JointState, common.TOPIC_OBSERVATION_JOINT_STATE, common.QOS_LATENT)
+        for i, topic in enumerate(self.cameras):
+            self.subs.append(self.create_subscription(
+                Image, topic, lambda m, i=i: self._on_image(i, m), common.QOS_SENSOR))
+        if p.use_joint_states:
+            self.subs.append(self.create_subscription(
+                JointState, common.TOPIC_JOINT_STATES, self._on_joints, common.QOS_SENSOR))
+        self._stop = False
         self._worker = threading.Thread(target=self._work, name='vit', daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f'perception: model {self.model_id}, {self.size}x{self.size} px, encoding '
-            f'{self.cameras[0]}; sync {self.streams} (queue {self.params.sync_queue_size}, '
-            f'slop {self.params.sync_slop_s} s)')
+            f'configured: model {self.model_id}, {self.size}x{self.size} px, encoding '
+            f'{self.cameras[0]}; sync {self.streams} (queue {p.sync_queue_size}, '
+            f'slop {p.sync_slop_s} s)')
+
+    def activate(self):
+        self.sync.reset()  # never match a set with frames from before
+        self._last = [-np.inf] * len(self.streams)
+        with self._cond:
+            self._slot, self._publishing = None, True
+        self.get_logger().info('active: publishing observations')
+
+    def deactivate(self):
+        # waits for an encoding in progress: nothing is published after this returns
+        with self._encoding, self._cond:
+            was, self._publishing, self._slot = self._publishing, False, None
+        if was:
+            self.get_logger().info('inactive: inputs ignored, no observations published')
+
+    def release(self):
+        if self._worker is not None:
+            with self._cond:
+                self._stop = True
+                self._cond.notify()
+            self._worker.join(timeout=5.0)
+            self._worker = None
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        for pub in (self.pub_latent, self.pub_joints):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.subs, self.pub_latent, self.pub_joints, self.sync = [], None, None, None
+        if self.policy is not None:
+            device, self.policy, self.model_id = self.policy.device, None, None
+            free_memory(device)
+            self.get_logger().info('cleaned up: model freed')
 
     # --- parameters ----------------------------------------------------------------------
     def _make_sync(self):
@@ -147,9 +194,13 @@ class PerceptionNode(Node):
     def _on_param(self, name, value):
         # runs in the parameter service callback, serialised with the subscriptions
         if name in ('sync_queue_size', 'sync_slop_s'):
-            self._make_sync()
+            if self.sync is not None:  # else configure makes it
+                self._make_sync()
         elif name == 'expected_camera_hz':
             self._make_monitors()
+        elif name in ('checkpoint', 'embodiment', 'seed', 'device', 'torch_threads'):
+            if self.policy is not None:
+                self.get_logger().info(f'{name} takes effect at the next configure')
         self.get_logger().info(f'{name} set to {value}')
 
     # --- inputs --------------------------------------------------------------------------
@@ -157,8 +208,8 @@ class PerceptionNode(Node):
         topic = self.cameras[index]
         self.received[index] += 1
         self.monitors[index].tick(common.now_sec(self))
-        if not self._fresh(topic, msg.header.stamp):
-            return
+        if not self._publishing or not self._fresh(topic, msg.header.stamp):
+            return  # inactive: counted for the rates only
         item = msg.header
         if index == 0:
             try:
@@ -176,6 +227,8 @@ class PerceptionNode(Node):
     def _on_joints(self, msg):
         index = len(self.cameras)
         self.received[index] += 1
+        if not self._publishing:
+            return
         if not self._fresh(common.TOPIC_JOINT_STATES, msg.header.stamp):
             return
         position = np.asarray(msg.position, float)
@@ -231,7 +284,9 @@ class PerceptionNode(Node):
                     return
                 items, self._slot = self._slot, None
             try:
-                self._encode(items)
+                with self._encoding:
+                    if self._publishing:
+                        self._encode(items)
             except Exception as err:  # the worker must survive any single frame
                 self._reject('encode_errors', '', f'encoding failed: {err!r}; frame dropped')
 
@@ -259,8 +314,15 @@ class PerceptionNode(Node):
 
     # --- health --------------------------------------------------------------------------
     def _publish_diagnostics(self):
+        state = self.lifecycle_state
+        if state != 'active':
+            values = {'state': state, 'model_id': self.model_id or ''}
+            values.update({f'{t} received': n for t, n in zip(self.streams, self.received)})
+            self.diagnostics.publish('ok', state, values)
+            return
         now = common.now_sec(self)
-        values, problems = {'expected_camera_hz': self.params.expected_camera_hz}, []
+        values, problems = {'state': state,
+                            'expected_camera_hz': self.params.expected_camera_hz}, []
         for i, topic in enumerate(self.cameras):
             ok, rate, reason = self.monitors[i].check(now)
             values[f'{topic} rate_hz'] = -1.0 if rate is None else rate
@@ -283,20 +345,14 @@ class PerceptionNode(Node):
         _, mean, peak = self.age_ms.take()
         values.update({'age_at_publish_ms_mean': mean, 'age_at_publish_ms_max': peak})
         values.update(self.counts)
-        values.update({f'sync_{k}': v for k, v in self.sync.stats.items()})
+        stats = {'matched': 0, 'dropped': 0, 'rejected': 0, **self.sync.stats}  # 0s at first
+        values.update({f'sync_{k}': v for k, v in stats.items()})
         values['sync_queued'] = self.sync.queued()
         values['model_id'] = self.model_id
         if problems:
             self.rate_throttle('warning', 'rates', 'input rate low: ' + '; '.join(problems))
         self.diagnostics.publish('warn' if problems else 'ok', '; '.join(problems) or 'ok',
                                  values)
-
-    def close(self):
-        """Stop the worker (called by common.run_node before destroy_node)."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._worker.join(timeout=2.0)
 
 
 def main(args=None):
