@@ -259,7 +259,8 @@ def test_lifecycle_commands_only_while_active_and_reactivation_never_jumps(tmp_p
         assert h.set_param('checkpoint', missing).successful
         assert not h.transition('configure'), 'configured without a checkpoint'
         assert h.state() == 'unconfigured' and h.proc.poll() is None
-        assert wait_for_log(h, f"configure failed: cannot load the model (checkpoint "
+        assert wait_for_log(h, f"configure failed: cannot load the system1 part of the "
+                            f"model (checkpoint "
                             f"'{missing}'"), h.log_path.read_text()
         assert h.set_param('checkpoint', '').successful
         assert not h.commands, 'commanded while unconfigured'
@@ -282,9 +283,6 @@ def test_lifecycle_commands_only_while_active_and_reactivation_never_jumps(tmp_p
             # the measured pose (the ramp's origin), never jumps into a chunk
             origin = h.pose if last is None else last
             assert np.abs(since[0] - origin).max() <= MAX_STEP + 1e-9, (cycle, since[0])
-            if last is not None:
-                assert np.abs(since[min(len(since) - 1, 20)] - h.pose).max() < \
-                    np.abs(last - h.pose).max(), 'not heading for the measured pose'
             assert moving(since), f'not tracking after activation {cycle}'
             check_safe(h, since)
             if last is not None:

@@ -165,7 +165,8 @@ def test_without_autostart_nothing_is_published_until_configured_and_activated(i
     peer.set_parameters('intent', checkpoint='/nonexistent/dial_checkpoint')
     assert not change_state(peer, 'intent', 'configure')
     assert state(peer) == 'unconfigured' and proc.poll() is None
-    assert wait_for_log(log, "configure failed: cannot load the model (checkpoint "
+    assert wait_for_log(log, "configure failed: cannot load the system2 part of the "
+                        "model (checkpoint "
                         "'/nonexistent/dial_checkpoint'"), log.read_text()
     peer.set_parameters('intent', checkpoint='')
 

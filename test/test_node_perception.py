@@ -200,8 +200,8 @@ def test_lifecycle_publishes_only_while_active(perception):
     peer.set_parameters('perception', checkpoint=MISSING)
     assert not change_state(peer, 'perception', 'configure')
     assert lifecycle_state(peer, 'perception') == 'unconfigured' and proc.poll() is None
-    assert wait_for_log(log, f'configure failed: cannot load the model (checkpoint '
-                        f"'{MISSING}'"), log.read_text()
+    assert wait_for_log(log, 'configure failed: cannot load the vision part of the '
+                        f"model (checkpoint '{MISSING}'"), log.read_text()
     peer.set_parameters('perception', checkpoint='')
 
     assert change_state(peer, 'perception', 'configure')
