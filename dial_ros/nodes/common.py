@@ -65,13 +65,15 @@ def _descriptor(name, meta, value):
     return desc
 
 
-def declare_params(node, params, on_change=None):
+def declare_params(node, params, on_change=None, check_now=True):
     """Declare every schema field of ``params`` as a ROS parameter and keep them in sync.
 
     Ranges and descriptions come from the schema (rqt_reconfigure shows sliders); rcl rejects
     values out of range before our callback runs; the callback re-validates the whole
     schema (choices, cross-field rules) and rejects with the reason. On success the
-    dataclass is updated and ``on_change(name, value)`` is called.
+    dataclass is updated and ``on_change(name, value)`` is called. At start-up a bad value
+    ends the node with a SystemExit naming it; ``check_now=False`` leaves the cross-field
+    ``check()`` to the caller (a lifecycle node runs it in configure and fails that).
     """
     fields = {}
     overrides = getattr(node, '_parameter_overrides', {})
@@ -95,6 +97,8 @@ def declare_params(node, params, on_change=None):
         setattr(params, name, value)
     try:
         validate(params)
+        if check_now and hasattr(params, 'check'):
+            params.check()
     except ValueError as err:
         raise SystemExit(f'{node.get_name()}: bad parameter: {err}') from None
 

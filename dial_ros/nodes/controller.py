@@ -145,7 +145,7 @@ class ControllerNode(ModelNode):
 
     def __init__(self, **kwargs):
         super().__init__('controller', **kwargs)
-        self.params = common.declare_params(self, Params(), self._on_param)
+        self.params = common.declare_params(self, Params(), self._on_param, check_now=False)
         self.policy = self.model_id = self.spec = self.scheduler = self.safety = None
         self.outputs = self.chunk_pub = self.stream = self._chunk_timer = None
         self.subs = []

@@ -66,7 +66,8 @@ class IntentNode(ModelNode):
 
     def __init__(self, **kwargs):
         super().__init__('intent', **kwargs)
-        self.params = common.declare_params(self, Params(), on_change=self._on_param)
+        self.params = common.declare_params(self, Params(), on_change=self._on_param,
+                                            check_now=False)
         self._check_validity()
         self.policy = self.model_id = self.pub = self.timer = None
         self.subs = []

@@ -91,7 +91,8 @@ class PerceptionNode(ModelNode):
 
     def __init__(self, **kwargs):
         super().__init__('perception', **kwargs)
-        self.params = common.declare_params(self, Params(), on_change=self._on_param)
+        self.params = common.declare_params(self, Params(), on_change=self._on_param,
+                                            check_now=False)
         self.policy = self.model_id = self.sync = None
         self.pub_latent = self.pub_joints = None
         self.subs = []

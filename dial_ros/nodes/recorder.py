@@ -126,10 +126,6 @@ class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__('recorder', **kwargs)
         self.params = common.declare_params(self, Params(), on_change=self._on_param)
-        try:
-            self.params.check()
-        except ValueError as err:
-            raise SystemExit(f'recorder: bad parameter: {err}') from None
         p = self.params
         self.recorder = EpisodeRecorder(self._output_dir(), self._writer_options(),
                                         reset_s=p.reset_s, queue_mb=p.queue_mb,

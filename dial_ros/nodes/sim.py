@@ -154,10 +154,6 @@ class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__('sim', **kwargs)
         self.params = common.declare_params(self, Params(), on_change=self._on_param)
-        try:
-            self.params.check()
-        except ValueError as err:
-            raise SystemExit(f'sim: bad parameter: {err}') from None
         p = self.params
         self.sim = NodeSim(p.control_rate_hz, camera_size=p.camera_size)
         self.joint_names = self.sim.joint_names
