@@ -249,7 +249,7 @@ def wait_for_log(h, text, timeout=10.0):
     return True
 
 
-def test_lifecycle_commands_only_while_active_and_reactivation_never_jumps(tmp_path):
+def test_lifecycle_commands_only_while_active_and_reactivation_starts_at_the_pose(tmp_path):
     """Its own process (autostart false), before the module's controller starts."""
     domain = 100 + (DOMAIN - 100 + 1) % 131
     with controller(tmp_path / 'controller.log', domain, autostart='false') as h:
@@ -278,17 +278,15 @@ def test_lifecycle_commands_only_while_active_and_reactivation_never_jumps(tmp_p
                 pass
             with h.lock:
                 since = np.stack([c for _, c in h.commands[count:]])
-            # the first command is one safe step from the last one sent (the robot's forward
-            # controller still holds it) or, before any, from the measured pose; it heads for
-            # the measured pose (the ramp's origin), never jumps into a chunk
-            origin = h.pose if last is None else last
-            assert np.abs(since[0] - origin).max() <= MAX_STEP + 1e-9, (cycle, since[0])
+            # a fresh start: the first command is the measured pose or one safe step from it,
+            # never the last command before the deactivation, nor a jump into a chunk
+            assert np.abs(since[0] - h.pose).max() <= MAX_STEP + 1e-9, (cycle, since[0])
             assert moving(since), f'not tracking after activation {cycle}'
             check_safe(h, since)
             if last is not None:
                 gap = np.abs(last - h.pose).max()
-                print(f'controller: re-activation stepped from the last command, '
-                      f'{gap:.3f} rad from the pose (max step {MAX_STEP})')
+                print(f'controller: re-activation started at the pose; the last command '
+                      f'before it was {gap:.3f} rad away (max step {MAX_STEP})')
                 assert gap > MAX_STEP, 'the test needs a last command away from the pose'
             assert h.transition('deactivate')
             inactive = time.time()  # its answer comes once the command thread has stopped

@@ -1,12 +1,13 @@
 """Evaluation episodes against a running humanoid launch (sim), through its ROS interfaces.
 
-Policy episodes (the DIAL controller drives): for each episode the controller is silenced
-(``dry_run``) and e-stopped so that it drops its chunks, the sim gets the split's task and
-the episode seed (parameters) and is reset (``/sim/reset``), the perception -> intent ->
-controller pipeline gets ``settle_s`` to see the new scene, then the e-stop is released
-(the controller re-ramps from the measured pose) and commands flow again: the episode clock
-starts. It ends at the first ``/sim/task_success`` (the lift held 1 s: success; the lift's
-start is the completion time) or after the timeout. ``/sim/task_progress`` gives the
+Policy episodes (the DIAL controller drives): between episodes the controller is inactive
+(lifecycle ``deactivate``: it sends nothing and drops its chunks), the sim gets the split's
+task and the episode seed (parameters) and is reset (``/sim/reset``), perception and intent
+get ``settle_s`` to see the new scene, then the controller is activated (a fresh start that
+ramps in from the measured pose; an e-stop release would instead step from the last command
+of the previous episode, which the sim's reset made meaningless): the episode clock starts.
+It ends at the first ``/sim/task_success`` (the lift held 1 s: success; the lift's start is
+the completion time) or after the timeout. ``/sim/task_progress`` gives the
 furthest milestone (task completion).
 
 Expert episodes (the scripted expert drives and resets the sim itself): the sim gets the
@@ -19,7 +20,7 @@ import time
 
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float32, String
-from std_srvs.srv import SetBool, Trigger
+from std_srvs.srv import Trigger
 
 from dial_ros.nodes.qos import QOS_SENSOR
 from dial_ros.sim.gr1_env import SUCCESS_HOLD_S
@@ -51,13 +52,22 @@ class EpisodeRunner:
             if not self.client.spin_until(lambda: intents, timeout):
                 raise TimeoutError(f'no {TOPIC_INTENT} in {timeout:.0f} s: are '
                                    'perception and intent up?')
-            self.client.call(SetBool, '/controller/estop', SetBool.Request(data=True), timeout)
+            self._controller('deactivate', timeout)
+
+    def _controller(self, transition, timeout=30.0):
+        """Drive the controller's lifecycle ('activate' / 'deactivate')."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        ids = {'activate': Transition.TRANSITION_ACTIVATE,
+               'deactivate': Transition.TRANSITION_DEACTIVATE}
+        request = ChangeState.Request(transition=Transition(id=ids[transition]))
+        if not self.client.call(ChangeState, '/controller/change_state', request,
+                                timeout).success:
+            raise RuntimeError(f'controller: {transition} refused (see its log)')
 
     # --- policy --------------------------------------------------------------------------
     def policy_episode(self, split, episode):
         c = self.client
-        c.set_parameters('controller', dry_run=True)
-        c.call(SetBool, '/controller/estop', SetBool.Request(data=True))
         c.set_parameters('sim', task_preset='default', task=json.dumps(split.task),
                          seed=split.seed(episode))
         reply = c.call(Trigger, '/sim/reset', Trigger.Request())
@@ -66,10 +76,9 @@ class EpisodeRunner:
         c.run(self.settle_s)
         if self.record:
             c.call(Trigger, '/recorder/start', Trigger.Request())
-        c.call(SetBool, '/controller/estop', SetBool.Request(data=False))
-        c.set_parameters('controller', dry_run=False)
+        self._controller('activate')
         result = self._watch(time.monotonic(), lambda: False)
-        c.set_parameters('controller', dry_run=True)
+        self._controller('deactivate')
         if self.record:
             outcome = 'stop_success' if result['success'] else 'stop_fail'
             c.call(Trigger, f'/recorder/{outcome}', Trigger.Request())

@@ -215,9 +215,9 @@ class ControllerNode(ModelNode):
     def activate(self):
         p = self.params
         with self._safety_lock:
-            # ramp in from the measured pose, stepping from the last command sent (the robot's
-            # forward controller still holds it): no jump either way
-            self.safety.resume()
+            # a fresh start: nothing was commanded while inactive (the world may have been
+            # reset or rearranged meanwhile), so ramp in from the measured pose
+            self.safety.reset()
             self.scheduler.reset()  # never resume a chunk from before
         self._chunk_key, self._chunk_base = None, self._chunks
         self._status, self._reason = None, 'activating'
