@@ -14,6 +14,9 @@ from dial_ros import procs
 # orphan search finds our processes by it, never another test's.
 STUBBORN = textwrap.dedent('''
     import signal, subprocess, sys, time
+    # a background shell starts its jobs with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: put it back, so that only argv's choice decides
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in sys.argv[2:]:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)',
