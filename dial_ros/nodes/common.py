@@ -192,6 +192,11 @@ def run_node(make_node, args=None, threads=1):
         if rclpy.ok():
             raise
     finally:
+        # rclpy's SIGINT handler both shuts the context down and leaves a KeyboardInterrupt
+        # pending; raised inside close() it cut the lifecycle shutdown short (the node stuck
+        # in 'shuttingdown', its command thread ticking into a destroyed publisher)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, 'close', None)
             if close:

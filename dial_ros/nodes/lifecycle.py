@@ -59,15 +59,23 @@ class ModelNode(LifecycleNode):
         return True
 
     def close(self):
-        """Shut down through the lifecycle (called by common.run_node before destroy_node)."""
-        if self.lifecycle_state != 'finalized':
+        """Shut down through the lifecycle (called by common.run_node before destroy_node).
+
+        After Ctrl-C the context is already shut down: rcl then moves the state machine to
+        'shuttingdown' but fails to publish the transition event, and rclpy never calls
+        on_shutdown. So the transition is used only while the context is up, and whatever
+        happens, the node ends deactivated and released (no command thread left ticking).
+        """
+        if self.lifecycle_state == 'finalized':
+            return
+        if self.context.ok():
             try:
                 self.trigger_shutdown()
             except Exception as err:  # noqa: BLE001 - e.g. mid-transition; free regardless
                 self.get_logger().warning(f'shutdown transition failed ({err}); releasing')
-                self.deactivate()
-                self.release()
-                self.lifecycle_state = 'finalized'
+        if self.lifecycle_state != 'finalized':
+            self._stop_all()
+            self.lifecycle_state = 'finalized'
 
     # --- rclpy's transition callbacks ------------------------------------------------------
     def on_configure(self, state):
