@@ -171,13 +171,10 @@ class ControllerNode(ModelNode):
 
     # --- lifecycle (see lifecycle.ModelNode) ---------------------------------------------
     def configure(self):
+        refused = self.load_part('system1')
+        if refused:
+            return refused
         p = self.params
-        try:
-            p.check()
-            self.policy, self.model_id = common.load_policy(p.checkpoint, p.embodiment, p.seed,
-                                                            part='system1')
-        except (RuntimeError, ValueError) as err:
-            return str(err)
         if self.policy.model.system1.needs_vlm_features:
             return ('this checkpoint (APT stage 2) needs VLM features that are not sent '
                     'between processes')

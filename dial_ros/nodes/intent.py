@@ -31,7 +31,7 @@ from std_msgs.msg import String
 from dial_ros.core.sync import RateMonitor
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
-from dial_ros.nodes.lifecycle import ModelNode, free_memory
+from dial_ros.nodes.lifecycle import ModelNode, ModelParams, free_memory
 from dial_ros.schema import setting
 
 JUMP_BACK_S = 1.0  # an observation this far behind the newest is a clock reset, not disorder
@@ -39,7 +39,7 @@ THROTTLE_S = 2.0
 
 
 @dataclasses.dataclass
-class Params:
+class Params(ModelParams):
     """Parameters of the intent node (ROS parameters; see common.declare_params)."""
 
     intent_rate_hz: float = setting(5.0, 'rate of latent intents (live)', low=0.5, high=30.0,
@@ -50,15 +50,6 @@ class Params:
                                            low=0.01, high=60.0, unit='s')
     instruction: str = setting('', "initial instruction; '' = wait for /dial/instruction, "
                                'whose messages replace it')
-    autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
-                              'manager needed)', read_only=True)
-    checkpoint: str = setting('', "model checkpoint folder; '' = the bundled one, 'untrained' "
-                              '= an untrained tiny model (applies at the next configure)')
-    embodiment: str = setting('gr1_sim', 'embodiment config name (next configure)')
-    seed: int = setting(0, 'seed of the untrained model (next configure)', low=0,
-                        high=2**31 - 1)
-    device: str = setting('cpu', 'torch device (next configure)', choices=('cpu', 'cuda'))
-    torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)
 
 
 class IntentNode(ModelNode):
@@ -89,13 +80,9 @@ class IntentNode(ModelNode):
 
     # --- lifecycle (see lifecycle.ModelNode) ---------------------------------------------
     def configure(self):
-        p = self.params
-        try:
-            self.policy, self.model_id = common.load_policy(
-                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
-                part='system2')
-        except (RuntimeError, ValueError) as err:
-            return str(err)
+        refused = self.load_part('system2')
+        if refused:
+            return refused
         self.horizon = self.policy.model.config.foresight_horizon
         self.pub = self.create_lifecycle_publisher(LatentTensor, common.TOPIC_INTENT,
                                                    common.QOS_LATENT)

@@ -16,13 +16,32 @@ With ``autostart`` the subclass calls :meth:`autostart` at the end of its constr
 failure is logged and kept in ``startup_error`` (never raised, so a component container
 survives it); ``common.run_node`` then exits the process with status 1.
 """
+import dataclasses
 import traceback
 
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
+from dial_ros.nodes import common
+from dial_ros.schema import setting
+
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
+
+
+@dataclasses.dataclass
+class ModelParams:
+    """The model settings of perception and intent (one schema; each node adds its own)."""
+
+    autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
+                              'manager needed)', read_only=True)
+    checkpoint: str = setting('', "model checkpoint folder; '' = the bundled one, 'untrained' "
+                              '= an untrained tiny model (applies at the next configure)')
+    embodiment: str = setting('gr1_sim', 'embodiment config name (next configure)')
+    seed: int = setting(0, 'seed of the untrained model (next configure)', low=0,
+                        high=2**31 - 1)
+    device: str = setting('cpu', 'torch device (next configure)', choices=('cpu', 'cuda'))
+    torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)
 
 
 class ModelNode(LifecycleNode):
@@ -45,6 +64,20 @@ class ModelNode(LifecycleNode):
 
     def release(self):
         """Free what configure created (safe in any state)."""
+
+    def load_part(self, part):
+        """configure's first step: check ``self.params`` and load ``part`` of the model into
+        ``self.policy`` / ``self.model_id``; return None, or why it cannot be loaded."""
+        p = self.params
+        try:
+            if hasattr(p, 'check'):
+                p.check()
+            self.policy, self.model_id = common.load_policy(
+                p.checkpoint, p.embodiment, p.seed, getattr(p, 'device', 'cpu'),
+                getattr(p, 'torch_threads', 1), part=part)
+        except (RuntimeError, ValueError) as err:
+            return str(err)
+        return None
 
     # --- start-up and shutdown -------------------------------------------------------------
     def autostart(self):

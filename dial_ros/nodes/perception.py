@@ -41,7 +41,7 @@ from sensor_msgs.msg import Image, JointState
 from dial_ros.core.sync import ApproximateTimeSync, RateMonitor
 from dial_ros.msg import LatentTensor
 from dial_ros.nodes import common
-from dial_ros.nodes.lifecycle import ModelNode, free_memory
+from dial_ros.nodes.lifecycle import ModelNode, ModelParams, free_memory
 from dial_ros.schema import setting
 
 JUMP_BACK_S = 1.0  # a stamp this far behind the last one is a clock reset (bag loop, sim)
@@ -49,7 +49,7 @@ THROTTLE_S = 2.0
 
 
 @dataclasses.dataclass
-class Params:
+class Params(ModelParams):
     """Parameters of the perception node (ROS parameters; see common.declare_params)."""
 
     camera_topics: list = setting(['/camera/head/image_raw'],
@@ -68,15 +68,6 @@ class Params:
                                      high=60.0, unit='s')
     resize: bool = setting(False, 'resize frames of another size to the model input with '
                            'Pillow (aspect not kept); false: drop them with an error')
-    autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
-                              'manager needed)', read_only=True)
-    checkpoint: str = setting('', "model checkpoint folder; '' = the bundled one, 'untrained' "
-                              '= an untrained tiny model (applies at the next configure)')
-    embodiment: str = setting('gr1_sim', 'embodiment config name (next configure)')
-    seed: int = setting(0, 'seed of the untrained model (next configure)', low=0,
-                        high=2**31 - 1)
-    device: str = setting('cpu', 'torch device (next configure)', choices=('cpu', 'cuda'))
-    torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)
 
     def check(self):
         """Cross-field rules (ValueError naming the field)."""
@@ -121,14 +112,10 @@ class PerceptionNode(ModelNode):
 
     # --- lifecycle (see lifecycle.ModelNode) ---------------------------------------------
     def configure(self):
+        refused = self.load_part('vision')
+        if refused:
+            return refused
         p = self.params
-        try:
-            p.check()
-            self.policy, self.model_id = common.load_policy(
-                p.checkpoint, p.embodiment, p.seed, p.device, p.torch_threads,
-                part='vision')
-        except (RuntimeError, ValueError) as err:
-            return str(err)
         self.size = self.policy.image_size
         self._make_sync()
         self.pub_latent = self.create_lifecycle_publisher(
