@@ -41,14 +41,49 @@ def instruction_id(text):
 
 
 # --- latent tensors ----------------------------------------------------------------------
-def fill_latent(msg, tensor, stamp_s, **fields):
-    """Fill a dial_ros/LatentTensor from a float32 array (one memcpy)."""
-    tensor = np.ascontiguousarray(tensor, dtype=np.float32)
+LATENT_DTYPES = tuple(_ITEMSIZE)
+
+
+def to_bfloat16_bits(x):
+    """float32 array -> its bfloat16 bit patterns (uint16), round to nearest even.
+
+    bfloat16 is the top half of a float32; adding 0x7FFF plus the lowest kept bit before the
+    cut rounds ties to even. NaN stays NaN (read_latent refuses it anyway).
+    """
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))) >> 16
+    return np.where(np.isnan(x), np.uint32(0x7FC0), rounded).astype(np.uint16)
+
+
+def _encode(tensor, dtype):
+    """float32 array -> contiguous array whose bytes are ``dtype``'s wire form."""
+    tensor = np.asarray(tensor)
+    if dtype == 'float32':
+        return np.ascontiguousarray(tensor, dtype=np.float32)
+    if dtype == 'float16':
+        with np.errstate(over='ignore'):  # overflow becomes the clear error below
+            wire = np.ascontiguousarray(tensor, dtype=np.float16)
+        if not np.isfinite(wire).all() and np.isfinite(tensor).all():
+            peak = float(np.abs(tensor).max())
+            raise ValueError(f'latent: |x| up to {peak:.6g} overflows float16 (max 65504); '
+                             'send it as bfloat16 or float32')
+        return wire
+    if dtype == 'bfloat16':
+        return to_bfloat16_bits(np.asarray(tensor, dtype=np.float32))
+    raise ValueError(f'latent: dtype {dtype!r} is not one of {list(LATENT_DTYPES)}')
+
+
+def fill_latent(msg, tensor, stamp_s, dtype='float32', **fields):
+    """Fill a dial_ros/LatentTensor from an array, sent as ``dtype`` (one memcpy into data).
+
+    float16/bfloat16 halve the message; read_latent converts them back to float32.
+    """
+    wire = _encode(tensor, dtype)
     sec_to_stamp(stamp_s, msg.header.stamp)
-    msg.shape = list(tensor.shape)
-    msg.dtype = 'float32'
+    msg.shape = list(wire.shape)
+    msg.dtype = dtype
     buf = array.array('B')
-    buf.frombytes(memoryview(tensor).cast('B'))  # one memcpy (array('B', view) is per element)
+    buf.frombytes(memoryview(wire).cast('B'))  # one memcpy (array('B', view) is per element)
     msg.data = buf
     for key, value in fields.items():
         setattr(msg, key, value)
@@ -56,11 +91,16 @@ def fill_latent(msg, tensor, stamp_s, **fields):
 
 
 def read_latent(msg, expected_shape=None):
-    """LatentTensor -> float32 array (zero-copy); ValueError naming what is wrong."""
+    """LatentTensor -> float32 array; ValueError naming what is wrong.
+
+    float32 is a zero-copy view of the message's buffer; float16 and bfloat16 are converted
+    (one new float32 array).
+    """
     if not msg.valid:
         raise ValueError('latent: marked invalid by its producer')
     if msg.dtype not in _ITEMSIZE:
-        raise ValueError(f'latent: unsupported dtype {msg.dtype!r}')
+        raise ValueError(f'latent: unsupported dtype {msg.dtype!r} '
+                         f'(one of {list(LATENT_DTYPES)})')
     shape = tuple(int(s) for s in msg.shape)
     if expected_shape is not None and shape != tuple(expected_shape):
         raise ValueError(f'latent: shape {shape} does not match the expected '

@@ -228,7 +228,7 @@ class IntentNode(ModelNode):
             return
         compute = time.perf_counter() - start
         msg = common.fill_latent(
-            LatentTensor(), intent, stamp, model_id=self.model_id,
+            LatentTensor(), intent, stamp, self.params.latent_dtype, model_id=self.model_id,
             instruction_id=self._instruction_id(), horizon=self.horizon,
             valid_for=self.params.valid_for_s, valid=True, seq=self.seq, compute_time=compute)
         msg.header = header  # the observation's exact stamp and frame, not now

@@ -21,6 +21,7 @@ import traceback
 
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
+from dial_ros.codecs import LATENT_DTYPES
 from dial_ros.nodes import common
 from dial_ros.schema import setting
 
@@ -42,6 +43,9 @@ class ModelParams:
                         high=2**31 - 1)
     device: str = setting('cpu', 'torch device (next configure)', choices=('cpu', 'cuda'))
     torch_threads: int = setting(1, 'torch CPU threads (next configure)', low=1, high=64)
+    latent_dtype: str = setting('float32', 'element type of published latents (live); '
+                                'float16/bfloat16 halve the message, receivers convert',
+                                choices=LATENT_DTYPES)
 
 
 class ModelNode(LifecycleNode):

@@ -288,8 +288,8 @@ class PerceptionNode(ModelNode):
         tokens = self.policy.encode_frame(rgb)
         compute = time.perf_counter() - start
         msg = common.fill_latent(LatentTensor(), tokens, common.stamp_to_sec(header.stamp),
-                                 model_id=self.model_id, horizon=0, valid=True,
-                                 seq=self.seq, compute_time=compute)
+                                 self.params.latent_dtype, model_id=self.model_id,
+                                 horizon=0, valid=True, seq=self.seq, compute_time=compute)
         msg.header = header  # the exact stamp (float seconds would round it) and frame_id
         self.pub_latent.publish(msg)
         now = common.now_sec(self)
