@@ -1,7 +1,7 @@
-"""Latent transport benchmark: a 64x2048 float32 LatentTensor at 10 Hz between two processes.
+"""Latent transport benchmark: a 64x2048 LatentTensor at 10 Hz between two processes.
 
     python -m dial_ros.bench.latent_transport --json OUT.json [--duration 30] [--rate 10]
-        [--profile default|shm|both]
+        [--profile default|shm|udp|both|all] [--dtype float32|float16|bfloat16|all]
 
 A subscriber process and a publisher process (separate Python interpreters, started here with
 subprocess) exchange ``dial_ros/LatentTensor`` on the intent topic with the intent QoS. The
@@ -9,15 +9,20 @@ publisher writes its wall clock (``time.time_ns``, CLOCK_REALTIME) into ``header
 right before ``publish``; the subscriber takes the same clock first thing in its callback, so
 latency = receive time - send time on one host clock. Also measured: ``fill_latent`` and
 ``publish`` on the sender, ``read_latent`` on the receiver, and a bit-exact comparison of
-every received tensor with the one that was sent.
+every received tensor with the one that was sent (for float16 / bfloat16: with the sent
+one's rounding). Bandwidth = CDR bytes published per second of the run (RTPS/UDP headers
+not counted).
 
 Profiles: ``default`` runs with Fast DDS's built-in transports (FASTDDS_DEFAULT_PROFILES_FILE
-set empty); ``shm`` with ``config/fastdds_shm.xml`` (32 MiB shared-memory segment). Every
+set empty); ``shm`` with ``config/fastdds_shm.xml`` (32 MiB shared-memory segment); ``udp``
+with ``config/fastdds_udp.xml`` (the remote System-2 set-up: UDPv4 only, no shared memory).
+``both`` = default + shm, ``all`` = the three. Every
 child runs with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of its own
-(random in 100-230 unless ``--domain-id``). Each run also records the transmit packet counters
+(random in 100-220 unless ``--domain-id``). Each run also records the transmit packet counters
 of every non-loopback interface before and after it (host-wide: other programs' traffic counts
 too), the UDP sockets the two processes bound (``ss -uanp``), and the shared-memory segments
-they mapped (a 32 MiB one proves the profile took effect).
+they mapped (a 32 MiB one proves the shm profile took effect; with the udp profile neither
+process opens a shared-memory port or maps the other's segment, so no data went that way).
 """
 import argparse
 import functools
@@ -38,7 +43,9 @@ from dial_ros import procs
 
 PROFILE_VAR = 'FASTDDS_DEFAULT_PROFILES_FILE'
 SHAPE = (64, 2048)
-PAYLOAD_BYTES = int(np.prod(SHAPE)) * 4
+PAYLOAD_BYTES = int(np.prod(SHAPE)) * 4  # float32; half of it for float16 / bfloat16
+DTYPES = ('float32', 'float16', 'bfloat16')
+PROFILE_FILES = {'shm': 'fastdds_shm.xml', 'udp': 'fastdds_udp.xml'}
 WARMUP = 5           # messages sent before the measured ones, not counted
 MATCH_TIMEOUT = 15.0  # s; discovery on this machine takes 0.1 s or ~2.7 s
 LINGER = 5.0         # s the subscriber may take after the publisher is done
@@ -68,6 +75,14 @@ def _base_tensor():
 def expected_tensor(seq):
     """Return the tensor sent as message ``seq`` (deterministic: the receiver compares bits)."""
     return _base_tensor() + np.float32(seq % 4096)
+
+
+def expected_received(seq, dtype):
+    """What read_latent must return for message ``seq`` sent as ``dtype`` (its rounding)."""
+    from dial_ros.codecs import fill_latent, read_latent
+    from dial_ros.msg import LatentTensor
+    return read_latent(fill_latent(LatentTensor(), expected_tensor(seq), 0.0, dtype,
+                                   valid=True))
 
 
 def mapped_shm_segments():
@@ -171,7 +186,8 @@ def role_pub(args):
 
     node = rclpy.create_node('latent_bench_pub')
     pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
-    result = {'role': 'pub', 'pid': os.getpid(), 'matched': False, 'sent': 0}
+    result = {'role': 'pub', 'pid': os.getpid(), 'matched': False, 'sent': 0,
+              'cdr_bytes': None}
     start = time.monotonic()
     while pub.get_subscription_count() < 1 and not stop.requested:
         if time.monotonic() - start > args.match_timeout:
@@ -191,12 +207,15 @@ def role_pub(args):
                 break
             tensor = expected_tensor(seq)
             t0 = time.perf_counter_ns()
-            fill_latent(msg, tensor, 0.0, seq=seq, valid=True, model_id='latent_transport',
-                        valid_for=1.0, horizon=0)
+            fill_latent(msg, tensor, 0.0, args.dtype, seq=seq, valid=True,
+                        model_id='latent_transport', valid_for=1.0, horizon=0)
             t1 = time.perf_counter_ns()
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10 ** 9)
             pub.publish(msg)
             t2 = time.perf_counter_ns()
+            if result['cdr_bytes'] is None:
+                from rclpy.serialization import serialize_message
+                result['cdr_bytes'] = len(serialize_message(msg))
             if seq >= args.warmup:
                 fill_ms.append((t1 - t0) * 1e-6)
                 publish_ms.append((t2 - t1) * 1e-6)
@@ -249,7 +268,8 @@ def role_sub(args):
             state['errors'].append(f'seq {seq}: {err}')
             return
         t1 = time.perf_counter_ns()
-        if not np.array_equal(tensor.view(np.uint32), expected_tensor(seq).view(np.uint32)):
+        if not np.array_equal(tensor.view(np.uint32),
+                              expected_received(seq, args.dtype).view(np.uint32)):
             state['mismatches'] += 1
         if seq >= last_seq and state['last_at'] is None:
             state['last_at'] = time.monotonic()
@@ -284,28 +304,38 @@ def role_sub(args):
 
 
 # --- orchestration -----------------------------------------------------------------------
+def profile_path(profile):
+    """The XML file of ``profile`` ('shm' or 'udp'), found like every data file."""
+    from dial_ros import paths
+    try:
+        return str(paths.config_file(PROFILE_FILES[profile]))
+    except FileNotFoundError:
+        raise FileNotFoundError(f'config/{PROFILE_FILES[profile]} not found (share/dial_ros '
+                                'or source)') from None
+
+
 def child_env(profile, domain_id, profile_file=None):
     """Environment of a child: localhost discovery, own domain, the profile or none."""
     # SKIP_DEFAULT_XML_FILE: ignore a stray DEFAULT_FASTDDS_PROFILES.xml in cwd
     env = procs.ros_env(domain_id, RMW_IMPLEMENTATION='rmw_fastrtps_cpp',
                         SKIP_DEFAULT_XML_FILE='1')
-    if profile == 'shm':
-        env[PROFILE_VAR] = profile_file or dial_ros.fastdds_profile_path() or ''
-        if not env[PROFILE_VAR]:
-            raise FileNotFoundError('config/fastdds_shm.xml not found (share/dial_ros or source)')
+    if profile in PROFILE_FILES:
+        env[PROFILE_VAR] = profile_file or profile_path(profile)
     else:
         env[PROFILE_VAR] = ''  # empty = Fast DDS built-in transports
     return env
 
 
 def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=None,
-             warmup=WARMUP, match_timeout=MATCH_TIMEOUT):
+             warmup=WARMUP, match_timeout=MATCH_TIMEOUT, dtype='float32'):
     """Run one subscriber + one publisher process; return the merged results of one run."""
+    if dtype not in DTYPES:
+        raise ValueError(f'dtype {dtype!r} is not one of {list(DTYPES)}')
     if domain_id is None:
         domain_id = procs.new_domain_id('latent_transport')
     env = child_env(profile, domain_id, profile_file)
     common = ['--duration', str(duration), '--rate', str(rate), '--warmup', str(warmup),
-              '--match-timeout', str(match_timeout)]
+              '--match-timeout', str(match_timeout), '--dtype', dtype]
     me = [sys.executable, '-m', 'dial_ros.bench.latent_transport']
     with tempfile.TemporaryDirectory(prefix='latent_transport_') as tmp:
         files = {r: {k: os.path.join(tmp, f'{r}.{k}') for k in ('json', 'log')}
@@ -344,8 +374,8 @@ def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=Non
             with open(files[role]['log']) as f:
                 out[role]['log_tail'] = f.read()[-2000:]
             out[role]['returncode'] = children[role].returncode
-    return _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before,
-                      tx_after, load_before, load_after, wall)
+    return _summarise(profile, dtype, env, domain_id, duration, rate, out, sockets,
+                      tx_before, tx_after, load_before, load_after, wall)
 
 
 def _finish(proc, grace, timeout):
@@ -356,8 +386,8 @@ def _finish(proc, grace, timeout):
         procs.stop(proc, signal.SIGTERM, timeout)
 
 
-def _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before, tx_after,
-               load_before, load_after, wall):
+def _summarise(profile, dtype, env, domain_id, duration, rate, out, sockets, tx_before,
+               tx_after, load_before, load_after, wall):
     pub, sub = out['pub'], out['sub']
     lat = _percentiles(sub.get('latency_ms', []))
     fill = _percentiles(pub.get('fill_ms', []))
@@ -371,11 +401,16 @@ def _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before,
                 if ('error' in line.lower() or 'warning' in line.lower())
                 and not (profile == 'default' and EMPTY_PROFILE_NOTICE in line)]
     sent, received = pub.get('sent', 0), sub.get('received', 0)
+    achieved = pub.get('rate_hz_achieved')
+    cdr = pub.get('cdr_bytes')
     return {
         'profile': profile,
+        'dtype': dtype,
         'profile_file': env[PROFILE_VAR] or None,
         'domain_id': domain_id,
-        'payload_bytes': PAYLOAD_BYTES,
+        'payload_bytes': PAYLOAD_BYTES * (4 if dtype == 'float32' else 2) // 4,
+        'cdr_bytes': cdr,
+        'bandwidth_bytes_per_s': round(cdr * achieved) if cdr and achieved else None,
         'shape': list(SHAPE),
         'rate_hz': rate,
         'rate_hz_achieved': pub.get('rate_hz_achieved'),
@@ -396,6 +431,12 @@ def _summarise(profile, env, domain_id, duration, rate, out, sockets, tx_before,
         'shm_segments': sorted(segments.values()),
         'shm_segment_bytes_max_by_role': {
             r: max(out[r].get('shm_segments', {}).values(), default=0) for r in ('pub', 'sub')},
+        # Shared memory carried data only if a process opened a port segment (where a sender
+        # posts buffer descriptors) or mapped its peer's segment (where the data lies).
+        'shm_ports_by_role': {r: sum('fastdds_port' in p for p in out[r].get('shm_segments', {}))
+                              for r in ('pub', 'sub')},
+        'shm_segments_shared': len(set(pub.get('shm_segments', {}))
+                                   & set(sub.get('shm_segments', {}))),
         'udp_sockets': sockets,
         'net_tx_packets_delta': {k: tx_after.get(k, 0) - v for k, v in tx_before.items()},
         'loadavg_before': [round(x, 2) for x in load_before],
@@ -411,14 +452,17 @@ def _fmt(value, digits=3):
 
 
 def print_table(runs):
-    cols = ('profile', 'sent', 'recv', 'exact', 'p50 ms', 'p99 ms', 'max ms',
-            'fill+pub p50', 'fill+pub p99', 'read p50', 'shm seg MiB', 'non-lo tx pkts')
+    cols = ('profile', 'dtype', 'sent', 'recv', 'exact', 'p50 ms', 'p99 ms', 'max ms',
+            'fill+pub p50', 'fill+pub p99', 'read p50', 'MB/s', 'shm seg MiB',
+            'non-lo tx pkts')
     rows = [cols]
     for r in runs:
-        rows.append((r['profile'], str(r['sent']), str(r['received']),
+        bandwidth = r['bandwidth_bytes_per_s']
+        rows.append((r['profile'], r['dtype'], str(r['sent']), str(r['received']),
                      'yes' if r['bit_exact'] else 'NO', _fmt(r['p50_ms']), _fmt(r['p99_ms']),
                      _fmt(r['max_ms']), _fmt(r['fill_publish_ms']['p50']),
                      _fmt(r['fill_publish_ms']['p99']), _fmt(r['read_ms']['p50']),
+                     _fmt(bandwidth and bandwidth / 1e6, 2),
                      _fmt(r['shm_segment_bytes_max'] / 2 ** 20, 1),
                      str(sum(r['net_tx_packets_delta'].values()))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
@@ -432,7 +476,10 @@ def main(argv=None):
     parser.add_argument('--json', help='write results here')
     parser.add_argument('--duration', type=float, default=30.0, help='measured seconds')
     parser.add_argument('--rate', type=float, default=10.0, help='publish rate [Hz]')
-    parser.add_argument('--profile', choices=('default', 'shm', 'both'), default='both')
+    parser.add_argument('--profile', choices=('default', 'shm', 'udp', 'both', 'all'),
+                        default='both', help='both: default + shm; all: the three')
+    parser.add_argument('--dtype', choices=DTYPES + ('all',), default='float32',
+                        help='element type on the wire (all: one run per dtype)')
     parser.add_argument('--shm-profile', help='Fast DDS XML for the shm run '
                         '(default: config/fastdds_shm.xml)')
     parser.add_argument('--domain-id', type=int, help='first ROS_DOMAIN_ID (default: random '
@@ -449,25 +496,29 @@ def main(argv=None):
         parser.error('--json is required')
     if args.rate <= 0 or args.duration <= 0:
         parser.error('--rate and --duration must be positive')
-    profiles = ('default', 'shm') if args.profile == 'both' else (args.profile,)
-    domain = args.domain_id if args.domain_id is not None else random.randint(100, 229)
+    profiles = {'both': ('default', 'shm'), 'all': ('default', 'shm', 'udp')}.get(
+        args.profile, (args.profile,))
+    dtypes = DTYPES if args.dtype == 'all' else (args.dtype,)
+    domain = args.domain_id if args.domain_id is not None else random.randint(100, 220)
     runs = []
-    for i, profile in enumerate(profiles):
-        runs.append(run_pair(profile, args.duration, args.rate, domain + i, args.shm_profile,
-                             args.warmup, args.match_timeout))
+    for i, (profile, dtype) in enumerate((p, d) for p in profiles for d in dtypes):
+        runs.append(run_pair(profile, args.duration, args.rate, domain + i,
+                             args.shm_profile if profile == 'shm' else None, args.warmup,
+                             args.match_timeout, dtype))
     print_table(runs)
     for r in runs:
         for problem in r['problems']:
-            print(f"{r['profile']}: {problem}", file=sys.stderr)
+            print(f"{r['profile']} {r['dtype']}: {problem}", file=sys.stderr)
     names = [r['profile'] for r in runs]
     preferred = 'shm' if shm_is_default() else 'default'
     main_run = runs[names.index(preferred)] if preferred in names else runs[0]
-    report = {k: main_run[k] for k in ('profile', 'payload_bytes', 'rate_hz', 'sent',
-                                       'received', 'p50_ms', 'p99_ms', 'max_ms')}
+    report = {k: main_run[k] for k in ('profile', 'dtype', 'payload_bytes', 'rate_hz', 'sent',
+                                       'received', 'p50_ms', 'p99_ms', 'max_ms',
+                                       'bandwidth_bytes_per_s')}
     report.update({'runs': runs, 'shm_enabled_by_default': shm_is_default(),
                    'cpu_count': os.cpu_count(), 'python': sys.version.split()[0]})
     _write_json(args.json, report)
-    print(f'wrote {args.json} (main run: {main_run["profile"]})')
+    print(f'wrote {args.json} (main run: {main_run["profile"]} {main_run["dtype"]})')
     ok = all(r['sent'] and r['received'] == r['sent'] and r['bit_exact'] for r in runs)
     return 0 if ok else 1
 
