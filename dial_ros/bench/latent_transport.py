@@ -237,6 +237,7 @@ def role_pub(args):
             result['all_acked'] = repr(err)
         result['fill_ms'] = fill_ms
         result['publish_ms'] = publish_ms
+        result['first_seq'] = args.warmup
     result['shm_segments'] = mapped_shm_segments()
     _write_json(args.out, result)
     node.destroy_node()
@@ -254,7 +255,8 @@ def role_sub(args):
     from dial_ros.topics import TOPIC_INTENT
 
     last_seq = args.warmup + int(round(args.duration * args.rate)) - 1
-    state = {'latency_ms': [], 'read_ms': [], 'seqs': set(), 'duplicates': 0,
+    state = {'latency_ms': [], 'latency_seqs': [], 'read_ms': [], 'seqs': set(),
+             'duplicates': 0,
              'mismatches': 0, 'errors': [], 'warmup_received': 0, 'last_at': None}
 
     def on_latent(msg):
@@ -281,6 +283,7 @@ def role_sub(args):
             return
         state['seqs'].add(seq)
         state['latency_ms'].append((t_recv - t_sent) * 1e-6)
+        state['latency_seqs'].append(seq)
         state['read_ms'].append((t1 - t0) * 1e-6)
 
     node = rclpy.create_node('latent_bench_sub')
@@ -296,6 +299,7 @@ def role_sub(args):
               'duplicates': state['duplicates'], 'mismatches': state['mismatches'],
               'warmup_received': state['warmup_received'], 'errors': state['errors'][:10],
               'got_last': state['last_at'] is not None, 'latency_ms': state['latency_ms'],
+              'latency_seqs': state['latency_seqs'],
               'read_ms': state['read_ms'], 'shm_segments': mapped_shm_segments()}
     _write_json(args.out, result)
     node.destroy_node()
@@ -393,6 +397,12 @@ def _summarise(profile, dtype, env, domain_id, duration, rate, out, sockets, tx_
     fill = _percentiles(pub.get('fill_ms', []))
     publish = _percentiles(pub.get('publish_ms', []))
     both = [a + b for a, b in zip(pub.get('fill_ms', []), pub.get('publish_ms', []))]
+    # latency = publish call + (transport, wake-up, take and conversion to Python): split
+    publish_by_seq = dict(enumerate(pub.get('publish_ms', []), start=pub.get('first_seq', 0)))
+    after_publish = _percentiles([
+        lat_ms - publish_by_seq[seq]
+        for seq, lat_ms in zip(sub.get('latency_seqs', []), sub.get('latency_ms', []))
+        if seq in publish_by_seq])
     fill_publish = _percentiles(both)
     read = _percentiles(sub.get('read_ms', []))
     segments = {**pub.get('shm_segments', {}), **sub.get('shm_segments', {})}
@@ -424,6 +434,7 @@ def _summarise(profile, dtype, env, domain_id, duration, rate, out, sockets, tx_
         'p50_ms': lat['p50'], 'p99_ms': lat['p99'], 'max_ms': lat['max'],
         'mean_ms': lat['mean'],
         'fill_ms': fill, 'publish_ms': publish, 'fill_publish_ms': fill_publish,
+        'after_publish_ms': after_publish,
         'read_ms': read,
         'match_s': pub.get('match_s'),
         'all_acked': pub.get('all_acked'),
@@ -453,7 +464,8 @@ def _fmt(value, digits=3):
 
 def print_table(runs):
     cols = ('profile', 'dtype', 'sent', 'recv', 'exact', 'p50 ms', 'p99 ms', 'max ms',
-            'fill+pub p50', 'fill+pub p99', 'read p50', 'MB/s', 'shm seg MiB',
+            'fill+pub p50', 'fill+pub p99', 'after pub p99', 'read p50', 'MB/s',
+            'shm seg MiB',
             'non-lo tx pkts')
     rows = [cols]
     for r in runs:
@@ -461,7 +473,8 @@ def print_table(runs):
         rows.append((r['profile'], r['dtype'], str(r['sent']), str(r['received']),
                      'yes' if r['bit_exact'] else 'NO', _fmt(r['p50_ms']), _fmt(r['p99_ms']),
                      _fmt(r['max_ms']), _fmt(r['fill_publish_ms']['p50']),
-                     _fmt(r['fill_publish_ms']['p99']), _fmt(r['read_ms']['p50']),
+                     _fmt(r['fill_publish_ms']['p99']), _fmt(r['after_publish_ms']['p99']),
+                     _fmt(r['read_ms']['p50']),
                      _fmt(bandwidth and bandwidth / 1e6, 2),
                      _fmt(r['shm_segment_bytes_max'] / 2 ** 20, 1),
                      str(sum(r['net_tx_packets_delta'].values()))))
