@@ -76,15 +76,20 @@ def _encode(tensor, dtype):
 def fill_latent(msg, tensor, stamp_s, dtype='float32', **fields):
     """Fill a dial_ros/LatentTensor from an array, sent as ``dtype`` (one memcpy into data).
 
-    float16/bfloat16 halve the message; read_latent converts them back to float32.
+    float16/bfloat16 halve the message; read_latent converts them back to float32. A message
+    published again is refilled in place when its data has the size already.
     """
     wire = _encode(tensor, dtype)
     sec_to_stamp(stamp_s, msg.header.stamp)
     msg.shape = list(wire.shape)
     msg.dtype = dtype
-    buf = array.array('B')
-    buf.frombytes(memoryview(wire).cast('B'))  # one memcpy (array('B', view) is per element)
-    msg.data = buf
+    data = getattr(msg, 'data', None)
+    if isinstance(data, array.array) and data.typecode == 'B' and len(data) == wire.nbytes:
+        memoryview(data)[:] = memoryview(wire).cast('B')  # a reused message: no allocation
+    else:
+        buf = array.array('B')
+        buf.frombytes(memoryview(wire).cast('B'))  # one memcpy (array('B', view) is per item)
+        msg.data = buf
     for key, value in fields.items():
         setattr(msg, key, value)
     return msg

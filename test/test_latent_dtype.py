@@ -96,3 +96,16 @@ def test_real_intents_fit_float16():
             msg = fill_latent(LatentTensor(), x, 1.0, 'float16', valid=True)
             y = read_latent(msg, x.shape)
             assert np.abs(y - x).max() <= 2.0 ** -11 * np.abs(x).max()
+
+
+def test_a_reused_message_is_refilled_in_place_and_resized_when_needed():
+    msg = LatentTensor()
+    fill_latent(msg, _tokens(0), 1.0, valid=True)
+    buffer = msg.data
+    fill_latent(msg, _tokens(1), 2.0, valid=True)
+    assert msg.data is buffer  # no new allocation for a message published again
+    assert np.array_equal(read_latent(msg, SHAPE), _tokens(1))
+    fill_latent(msg, _tokens(2), 3.0, 'bfloat16', valid=True)  # other size: a new buffer
+    assert len(msg.data) == _tokens().size * 2 and buffer is not msg.data
+    assert np.array_equal(np.frombuffer(msg.data, np.uint16).reshape(SHAPE),
+                          to_bfloat16_bits(_tokens(2)))

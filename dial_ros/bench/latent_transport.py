@@ -173,6 +173,20 @@ def _ros_init():
     return rclpy
 
 
+def _set_priority(priority, result):
+    """Every thread of this role (DDS ones included) at SCHED_FIFO ``priority`` (0: normal),
+    as the controller runs its executor and DDS threads (its ``process_priority``)."""
+    if priority <= 0:
+        result['scheduling'] = 'normal'
+        return
+    from dial_ros.nodes.command_stream import set_process_priority
+    try:
+        set_process_priority(priority)
+        result['scheduling'] = f'SCHED_FIFO {priority}'
+    except OSError as err:
+        result['scheduling'] = f'normal (SCHED_FIFO {priority} refused: {err})'
+
+
 def role_pub(args):
     """Wait for the subscriber, publish ``warmup + duration * rate`` latents at ``rate``."""
     stop = _Stop()
@@ -188,6 +202,7 @@ def role_pub(args):
     pub = node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
     result = {'role': 'pub', 'pid': os.getpid(), 'matched': False, 'sent': 0,
               'cdr_bytes': None}
+    _set_priority(args.priority, result)
     start = time.monotonic()
     while pub.get_subscription_count() < 1 and not stop.requested:
         if time.monotonic() - start > args.match_timeout:
@@ -288,6 +303,8 @@ def role_sub(args):
 
     node = rclpy.create_node('latent_bench_sub')
     node.create_subscription(LatentTensor, TOPIC_INTENT, on_latent, QOS_LATENT)
+    scheduling = {}
+    _set_priority(args.priority, scheduling)
     deadline = time.monotonic() + args.match_timeout + args.duration + args.warmup / args.rate \
         + 2 * LINGER
     while not stop.requested and time.monotonic() < deadline:
@@ -300,7 +317,8 @@ def role_sub(args):
               'warmup_received': state['warmup_received'], 'errors': state['errors'][:10],
               'got_last': state['last_at'] is not None, 'latency_ms': state['latency_ms'],
               'latency_seqs': state['latency_seqs'],
-              'read_ms': state['read_ms'], 'shm_segments': mapped_shm_segments()}
+              'read_ms': state['read_ms'], 'shm_segments': mapped_shm_segments(),
+              **scheduling}
     _write_json(args.out, result)
     node.destroy_node()
     rclpy.try_shutdown()
@@ -331,7 +349,7 @@ def child_env(profile, domain_id, profile_file=None):
 
 
 def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=None,
-             warmup=WARMUP, match_timeout=MATCH_TIMEOUT, dtype='float32'):
+             warmup=WARMUP, match_timeout=MATCH_TIMEOUT, dtype='float32', priority=0):
     """Run one subscriber + one publisher process; return the merged results of one run."""
     if dtype not in DTYPES:
         raise ValueError(f'dtype {dtype!r} is not one of {list(DTYPES)}')
@@ -339,7 +357,8 @@ def run_pair(profile, duration=30.0, rate=10.0, domain_id=None, profile_file=Non
         domain_id = procs.new_domain_id('latent_transport')
     env = child_env(profile, domain_id, profile_file)
     common = ['--duration', str(duration), '--rate', str(rate), '--warmup', str(warmup),
-              '--match-timeout', str(match_timeout), '--dtype', dtype]
+              '--match-timeout', str(match_timeout), '--dtype', dtype,
+              '--priority', str(priority)]
     me = [sys.executable, '-m', 'dial_ros.bench.latent_transport']
     with tempfile.TemporaryDirectory(prefix='latent_transport_') as tmp:
         files = {r: {k: os.path.join(tmp, f'{r}.{k}') for k in ('json', 'log')}
@@ -416,6 +435,7 @@ def _summarise(profile, dtype, env, domain_id, duration, rate, out, sockets, tx_
     return {
         'profile': profile,
         'dtype': dtype,
+        'scheduling': {r: out[r].get('scheduling') for r in ('pub', 'sub')},
         'profile_file': env[PROFILE_VAR] or None,
         'domain_id': domain_id,
         'payload_bytes': PAYLOAD_BYTES * (4 if dtype == 'float32' else 2) // 4,
@@ -493,6 +513,9 @@ def main(argv=None):
                         default='both', help='both: default + shm; all: the three')
     parser.add_argument('--dtype', choices=DTYPES + ('all',), default='float32',
                         help='element type on the wire (all: one run per dtype)')
+    parser.add_argument('--priority', type=int, default=0,
+                        help='SCHED_FIFO priority of both processes, all threads (the '
+                        "controller's process_priority is 10; 0: normal scheduling)")
     parser.add_argument('--shm-profile', help='Fast DDS XML for the shm run '
                         '(default: config/fastdds_shm.xml)')
     parser.add_argument('--domain-id', type=int, help='first ROS_DOMAIN_ID (default: random '
@@ -509,6 +532,8 @@ def main(argv=None):
         parser.error('--json is required')
     if args.rate <= 0 or args.duration <= 0:
         parser.error('--rate and --duration must be positive')
+    if not 0 <= args.priority <= 98:
+        parser.error('--priority must be 0 (normal) to 98')
     profiles = {'both': ('default', 'shm'), 'all': ('default', 'shm', 'udp')}.get(
         args.profile, (args.profile,))
     dtypes = DTYPES if args.dtype == 'all' else (args.dtype,)
@@ -517,7 +542,7 @@ def main(argv=None):
     for i, (profile, dtype) in enumerate((p, d) for p in profiles for d in dtypes):
         runs.append(run_pair(profile, args.duration, args.rate, domain + i,
                              args.shm_profile if profile == 'shm' else None, args.warmup,
-                             args.match_timeout, dtype))
+                             args.match_timeout, dtype, args.priority))
     print_table(runs)
     for r in runs:
         for problem in r['problems']:
