@@ -32,6 +32,8 @@ from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noq
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from dial_ros.alloc import keep_large_buffers  # noqa: E402
+
 # Re-exported for the node files (new code imports them from their own modules).
 from dial_ros.codecs import (fill_latent, image_to_rgb, instruction_id,  # noqa: E402,F401
                              now_sec, read_latent, sec_to_stamp, stamp_to_sec)
@@ -175,6 +177,7 @@ def run_node(make_node, args=None, threads=1):
     their busy work in threads of their own, so one executor thread is enough.
     """
     logging.basicConfig(level=logging.INFO)
+    keep_large_buffers()  # 512 KiB latents: no page faults per message (dial_ros/alloc.py)
     rclpy.init(args=args if args is not None else sys.argv)
     signal.signal(signal.SIGTERM, _interrupt)
     node = None
