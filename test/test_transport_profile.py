@@ -97,3 +97,6 @@ def test_latent_512kib_bit_exact_across_processes_with_the_profile():
     # The receiver keeps its freed 512 KiB buffers (dial_ros.alloc): without that it faulted
     # ~530 fresh pages in per message (four buffers' worth), the largest share of latency.
     assert run['minor_faults_per_msg']['sub'] < 128, run['minor_faults_per_msg']
+    # the data went through shared memory: the receiver mapped the sender's segment (the
+    # check test_remote_system2 inverts for the UDP profile)
+    assert run['shm_segments_shared'] >= 1, run['shm_segments']

@@ -480,7 +480,8 @@ def _summarise(profile, dtype, env, domain_id, duration, rate, out, sockets, tx_
         # posts buffer descriptors) or mapped its peer's segment (where the data lies).
         'shm_ports_by_role': {r: sum('fastdds_port' in p for p in out[r].get('shm_segments', {}))
                               for r in ('pub', 'sub')},
-        'shm_segments_shared': len(set(pub.get('shm_segments', {}))
+        'shm_segments_shared': len({p for p in pub.get('shm_segments', {})
+                                    if 'fastdds_port' not in p}
                                    & set(sub.get('shm_segments', {}))),
         'udp_sockets': sockets,
         'net_tx_packets_delta': {k: tx_after.get(k, 0) - v for k, v in tx_before.items()},
