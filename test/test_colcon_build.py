@@ -106,7 +106,7 @@ def test_install_tree_has_the_bundled_checkpoint_and_config(install_prefix):
     for name in ('dial_config.yaml', 'model.safetensors', 'vlm/config.json',
                  'vlm/tokenizer.json'):
         assert (share / 'checkpoints' / 'dial_tiny_gr1' / name).is_file(), name
-    for name in ('humanoid.yaml', 'eval_splits.yaml', 'fastdds_shm.xml',
+    for name in ('humanoid.yaml', 'eval_splits.yaml', 'fastdds_shm.xml', 'fastdds_udp.xml',
                  'embodiments/gr1_sim.yaml'):
         assert (share / 'config' / name).is_file(), name
     assert (share / 'launch' / 'humanoid.launch.py').is_file()
