@@ -2,6 +2,7 @@
 
     python -m dial_ros.bench.latent_transport --json OUT.json [--duration 30] [--rate 10]
         [--profile default|shm|udp|both|all] [--dtype float32|float16|bfloat16|all]
+        [--priority N]
 
 A subscriber process and a publisher process (separate Python interpreters, started here with
 subprocess) exchange ``dial_ros/LatentTensor`` on the intent topic with the intent QoS. The
@@ -11,7 +12,10 @@ latency = receive time - send time on one host clock. Also measured: ``fill_late
 ``publish`` on the sender, ``read_latent`` on the receiver, and a bit-exact comparison of
 every received tensor with the one that was sent (for float16 / bfloat16: with the sent
 one's rounding). Bandwidth = CDR bytes published per second of the run (RTPS/UDP headers
-not counted).
+not counted). Each latency is split into the publish call and what follows it (transport,
+wake-up, take); each role counts its page faults per message. Both roles tune malloc as the
+nodes do (dial_ros.alloc); ``--priority N`` runs all their threads at SCHED_FIFO N, as the
+controller runs its DDS threads.
 
 Profiles: ``default`` runs with Fast DDS's built-in transports (FASTDDS_DEFAULT_PROFILES_FILE
 set empty); ``shm`` with ``config/fastdds_shm.xml`` (32 MiB shared-memory segment); ``udp``
@@ -21,8 +25,9 @@ child runs with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of i
 (random in 100-220 unless ``--domain-id``). Each run also records the transmit packet counters
 of every non-loopback interface before and after it (host-wide: other programs' traffic counts
 too), the UDP sockets the two processes bound (``ss -uanp``), and the shared-memory segments
-they mapped (a 32 MiB one proves the shm profile took effect; with the udp profile neither
-process opens a shared-memory port or maps the other's segment, so no data went that way).
+they mapped (a 32 MiB one proves the shm profile took effect; shared-memory data lies in
+the sender's segment, which the receiver maps too: with the udp profile no data segment is
+mapped by both, so no data went that way).
 """
 import argparse
 import functools
