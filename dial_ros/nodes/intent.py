@@ -68,7 +68,7 @@ class IntentNode(ModelNode):
         self.seq = 0
         self.counts = {key: 0 for key in ('published', 'wrong_model', 'bad_tensor',
                                           'out_of_order', 'stale', 'no_new_obs',
-                                          'foresee_errors')}
+                                          'foresee_errors', 'encode_errors')}
         self.throttle = common.Throttle(self.get_logger(), THROTTLE_S)
         self.compute_ms, self.age_ms = common.WindowStats(), common.WindowStats()
         self._make_monitor()
@@ -227,10 +227,15 @@ class IntentNode(ModelNode):
             self._reject('foresee_errors', f'foresee failed: {err}')
             return
         compute = time.perf_counter() - start
-        msg = common.fill_latent(
-            LatentTensor(), intent, stamp, self.params.latent_dtype, model_id=self.model_id,
-            instruction_id=self._instruction_id(), horizon=self.horizon,
-            valid_for=self.params.valid_for_s, valid=True, seq=self.seq, compute_time=compute)
+        try:
+            msg = common.fill_latent(
+                LatentTensor(), intent, stamp, self.params.latent_dtype,
+                model_id=self.model_id, instruction_id=self._instruction_id(),
+                horizon=self.horizon, valid_for=self.params.valid_for_s, valid=True,
+                seq=self.seq, compute_time=compute)
+        except ValueError as err:  # e.g. a value float16 cannot hold: say so, keep running
+            self._reject('encode_errors', f'intent not sent: {err}')
+            return
         msg.header = header  # the observation's exact stamp and frame, not now
         self.pub.publish(msg)
         now = common.now_sec(self)
