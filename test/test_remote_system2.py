@@ -202,3 +202,25 @@ def test_latent_bench_udp_profile_delivers_without_shared_memory(dtype):
     # announce shared-memory locators and make ours open its port)
     assert run['shm_segments_shared'] == 0, run['shm_segments']
     assert not run['problems'], run['problems']
+
+
+def test_perception_publishes_observation_latents_in_the_selected_dtype(tmp_path):
+    import numpy as np
+    from dial_ros.codecs import read_latent
+    from dial_ros.msg import LatentTensor
+    from dial_ros.nodes.qos import QOS_LATENT
+    from dial_ros.topics import TOPIC_OBSERVATION
+    from rosgraph import running_node
+    from test_node_perception import Camera, connect, stream_until
+    domain = procs.new_domain_id('remote_perception')
+    log = tmp_path / 'perception.log'
+    with running_node('perception', domain, log, embodiment=EMBODIMENT,
+                      latent_dtype='bfloat16') as (peer, proc):
+        camera = Camera(peer)
+        latents = peer.collect(LatentTensor, TOPIC_OBSERVATION, QOS_LATENT)
+        connect(peer, camera, proc, log)
+        assert stream_until(peer, camera, lambda: len(latents) >= 3, 30.0), log.read_text()
+    for _, msg in latents:
+        shape = tuple(msg.shape)
+        assert msg.dtype == 'bfloat16' and len(msg.data) == 2 * int(np.prod(shape))
+        assert np.isfinite(read_latent(msg, shape)).all()
