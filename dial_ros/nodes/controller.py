@@ -2,10 +2,14 @@
 
     python -m dial_ros.nodes.controller --ros-args -p control_rate_hz:=500
 
-Two loops in one process. Chunk inference (an executor timer, ``chunk_rate_hz``) runs
-DialPolicy.act on the newest valid intent, observation latent and joint state and pushes the
-chunk into a ChunkScheduler stamped with the observation time (latency compensation,
-blended transitions). The command stream (its own thread, ``control_rate_hz`` up to 1 kHz,
+Two loops in one process. Chunk inference is event-driven: each new observation latent
+wakes the inference thread, which runs DialPolicy.act on it, the newest valid intent and the
+joint state of that frame, and pushes the chunk into a ChunkScheduler stamped with the
+observation time (latency compensation, blended transitions); the command stream follows it
+from its next tick. ``chunk_rate_hz`` is an upper bound: a frame stamped less than
+0.9 / chunk_rate_hz after the previous chunk's frame is skipped (the slack absorbs camera
+jitter), so a 20 Hz camera with the default 10 Hz gives a chunk on every other frame, each
+computed the moment its frame arrives. The command stream (its own thread,
 see command_stream.py) samples the scheduler, passes the target through the SafetyFilter
 (limits, velocity, max step, ramp, hold on stale input, e-stop, dry run) and publishes it
 as Float64MultiArray (ros2_control JointGroupPositionController), JointTrajectory and/or
@@ -14,7 +18,7 @@ ros2_control forward controllers have no timeout of their own.
 
 Lifecycle (lifecycle.py): ``configure`` checks the parameters, loads System-1 and subscribes
 (inputs keep flowing while inactive, so the measured pose is fresh at activation);
-``activate`` starts inference and the command thread; ``deactivate`` stops both: an
+``activate`` starts the inference and command threads; ``deactivate`` stops both: an
 inactive controller sends no commands at all (a forward controller then keeps the last one,
 so the robot holds). ``activate`` resets the SafetyFilter, so the first command is the
 measured pose (or a ramp from it, ``max_step_rad`` per tick), never a jump to an old command
@@ -33,12 +37,11 @@ import threading
 import time
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
 
-from dial_ros.core.chunking import ChunkScheduler, INTERPOLATIONS
+from dial_ros.core.chunking import ChunkScheduler, frame_due, INTERPOLATIONS
 from dial_ros.core.safety import SafetyFilter, SafetyLimits, SafetyState
 from dial_ros.msg import ActionChunk, LatentTensor
 from dial_ros.nodes import common
@@ -51,6 +54,7 @@ OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
 FUTURE_TOLERANCE_S = 0.5   # inputs stamped further ahead than this: clocks disagree, drop
 LOG_THROTTLE_S = 2.0
 JUMP_BACK_S = 1.0          # an observation this much older than the chunk: the clock restarted
+IDLE_WAIT_S = 0.1          # the inference thread re-checks for stop at least this often
 # The GIL: torch releases it inside ops, but Python between ops holds it; a short switch
 # interval bounds how long the command thread waits for it (default 5 ms).
 SWITCH_INTERVAL_S = 0.0002
@@ -62,8 +66,10 @@ class Params:
 
     control_rate_hz: int = setting(200, 'joint command stream rate', low=1, high=1000,
                                    unit='Hz')
-    chunk_rate_hz: float = setting(10.0, 'action chunk inference rate', low=1.0, high=50.0,
-                                   unit='Hz')
+    chunk_rate_hz: float = setting(10.0, 'most action chunks per second: each new observation '
+                                   'triggers one, unless its frame is stamped less than '
+                                   '0.9 / chunk_rate_hz after the previous chunk\'s',
+                                   low=1.0, high=50.0, unit='Hz')
     chunk_dt_s: float = setting(0.05, 'seconds between chunk waypoints (1 / the control rate '
                                 'the model was trained at)', low=0.001, high=1.0, unit='s')
     intent_timeout_s: float = setting(1.0, 'hold when the newest intent is older than this '
@@ -147,13 +153,14 @@ class ControllerNode(ModelNode):
         super().__init__('controller', **kwargs)
         self.params = common.declare_params(self, Params(), self._on_param, check_now=False)
         self.policy = self.model_id = self.spec = self.scheduler = self.safety = None
-        self.outputs = self.chunk_pub = self.stream = self._chunk_timer = None
+        self.outputs = self.chunk_pub = self.stream = self._inference = None
         self.subs = []
         self._active = False
         # the filter is driven by the stream thread and changed from executor threads
         self._safety_lock = threading.Lock()
         # held by inference; deactivate takes it, so no chunk is computed or sent after it
         self._infer_lock = threading.Lock()
+        self._new_obs = threading.Event()  # set by each observation: wakes the inference
         self._estop = False  # latched before configure too; applied to each new filter
         self._intent = self._obs = self._joint = None
         self._instruction = ''
@@ -219,26 +226,29 @@ class ControllerNode(ModelNode):
         self._chunk_key, self._chunk_base = None, self._chunks
         self._status, self._reason = None, 'activating'
         self._active = True
-        # inference in its own group: a slow chunk never delays input callbacks
-        self._chunk_timer = self.create_timer(1.0 / p.chunk_rate_hz, self._infer,
-                                              MutuallyExclusiveCallbackGroup())
         self.stream = CommandStream(self._tick, p.control_rate_hz, self._on_tick_error,
                                     priority=p.realtime_priority,
                                     logger=self.get_logger())
         self.stream.set_process_priority(p.process_priority)  # threads started later inherit
         self.stream.start()
+        # inference on its own thread, woken by observations: a chunk never waits for an
+        # executor slot, and a slow chunk never delays the input callbacks
+        self._inference = threading.Thread(target=self._infer_loop, name='chunk_inference',
+                                           daemon=True)
+        self._inference.start()
         self.get_logger().info(
-            f'active: commands at {p.control_rate_hz} Hz on {p.output_forms}, chunks at '
-            f'{p.chunk_rate_hz} Hz{" (DRY RUN)" if p.dry_run else ""}')
+            f'active: commands at {p.control_rate_hz} Hz on {p.output_forms}, a chunk per new '
+            f'observation (at most {p.chunk_rate_hz} Hz){" (DRY RUN)" if p.dry_run else ""}')
 
     def deactivate(self):
         if not self._active:
             return
         with self._infer_lock:
             self._active = False
-            if self._chunk_timer is not None:
-                self.destroy_timer(self._chunk_timer)
-            self._chunk_timer = None
+        self._new_obs.set()  # wake the inference thread so it sees the stop
+        if self._inference is not None:
+            self._inference.join(5.0)
+        self._inference = None
         if self.stream is not None:
             self.stream.stop()  # joins the thread: no command is sent after this
         self.stream = None
@@ -292,8 +302,6 @@ class ControllerNode(ModelNode):
             stream.set_priority(value)
         elif name == 'process_priority' and stream is not None:
             stream.set_process_priority(value)
-        elif name == 'chunk_rate_hz' and self._chunk_timer is not None:
-            self._chunk_timer.timer_period_ns = int(1e9 / value)
         elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation'):
             if self.scheduler is not None:
                 self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=p.blend_time_s,
@@ -389,6 +397,7 @@ class ControllerNode(ModelNode):
             return self._reject('observation', err)
         # the newest arrival, even if the clock went back
         self._obs = _Input(tensor, stamp, stamp_msg=msg.header.stamp)
+        self._new_obs.set()
 
     def _joints(self, msg):
         """Return (positions in embodiment order, stamp) of a JointState; ValueError if bad."""
@@ -454,17 +463,29 @@ class ControllerNode(ModelNode):
                 return f'{name} stale ({age:.2f} s old, timeout {timeout:.2f} s)'
         return ''
 
-    # --- chunk inference (executor thread) -----------------------------------------------
-    def _infer(self):
-        with self._infer_lock:
-            if self._active:
-                self._infer_chunk()
+    # --- chunk inference (its own thread) -----------------------------------------------
+    def _infer_loop(self):
+        """Compute a chunk for each new observation until deactivated."""
+        while self._active:
+            if not self._new_obs.wait(IDLE_WAIT_S):
+                continue
+            self._new_obs.clear()  # an observation arriving from here on wakes us again
+            with self._infer_lock:
+                if not self._active:
+                    return
+                try:
+                    self._infer_chunk()
+                except Exception as err:  # noqa: BLE001 - keep serving the next frames
+                    self._reject('chunk', f'{type(err).__name__}: {err}')
 
     def _infer_chunk(self):
         now = self._now()
         intent, obs, joint = self._intent, self._obs, self._joint
         if self._stale(now) or (obs.stamp, intent.key) == self._chunk_key:
             return  # nothing new to condition on; the stream holds or follows the last chunk
+        if not frame_due(self._chunk_key and self._chunk_key[0], obs.stamp,
+                         self.params.chunk_rate_hz):
+            return  # the chunk_rate_hz bound: skip this frame, a later one will be used
         if self.scheduler.t0 is not None and obs.stamp < self.scheduler.t0 - JUMP_BACK_S:
             self.get_logger().warning('time jumped back (sim or bag restart): old chunk dropped')
             self.scheduler.reset()
