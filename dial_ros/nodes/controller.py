@@ -43,6 +43,7 @@ from std_srvs.srv import SetBool
 
 from dial_ros.core.chunking import ChunkScheduler, frame_due, INTERPOLATIONS
 from dial_ros.core.safety import SafetyFilter, SafetyLimits, SafetyState
+from dial_ros.model.rtc import resample_prefix
 from dial_ros.msg import ActionChunk, LatentTensor
 from dial_ros.nodes import common
 from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
@@ -51,6 +52,7 @@ from dial_ros.nodes.lifecycle import ModelNode, free_memory
 from dial_ros.schema import setting
 
 OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
+TRANSITIONS = ('crossfade', 'rtc')
 FUTURE_TOLERANCE_S = 0.5   # inputs stamped further ahead than this: clocks disagree, drop
 LOG_THROTTLE_S = 2.0
 JUMP_BACK_S = 1.0          # an observation this much older than the chunk: the clock restarted
@@ -89,6 +91,18 @@ class Params:
                                   high=2.0, unit='s')
     interpolation: str = setting('cubic', 'upsampling of chunk waypoints to the command rate',
                                  choices=INTERPOLATIONS)
+    chunk_transition: str = setting('crossfade', 'how a new chunk takes over: crossfade '
+                                    '(blend_time_s) or rtc (RTC-style guided sampling towards '
+                                    'the running chunk, then rtc_blend_time_s)',
+                                    choices=TRANSITIONS)
+    rtc_max_guidance: float = setting(5.0, 'rtc: largest guidance weight (beta; the paper '
+                                      'uses 5)', low=0.0, high=50.0)
+    rtc_delay_steps: int = setting(0, 'rtc: waypoints of the new chunk committed outright '
+                                   '(0: estimated from the observation age plus the last '
+                                   'inference time)', low=0, high=64)
+    rtc_blend_time_s: float = setting(0.02, 'rtc: crossfade after a guided chunk (the guidance '
+                                      'makes the chunks agree; this hides the residual)',
+                                      low=0.0, high=2.0, unit='s')
     action_noise_scale: float = setting(1.0, 'scale of the flow-matching starting noise of each '
                                         'chunk (1: sample the learned distribution; 0: '
                                         'deterministic, its central path)', low=0.0,
@@ -166,6 +180,8 @@ class ControllerNode(ModelNode):
         self._instruction = ''
         self._obs_joints = {}     # stamp -> joint vector matched to that observation
         self._chunks, self._chunk_base, self._chunk_key, self._latencies = 0, 0, None, []
+        # rtc: the running chunk (normalised, t0, dt) and the last inference time (s)
+        self._running, self._infer_s, self._guided = None, 0.0, 0
         self._status, self._reason = None, 'starting'
         self._rejected, self._last_log, self._held = {}, {}, False
         self.create_subscription(Bool, common.TOPIC_ESTOP, self._on_estop, 10)
@@ -190,7 +206,7 @@ class ControllerNode(ModelNode):
         self.joint_names = list(self.spec.joint_names)
         self.shape = tuple(self.policy.token_shape)
         self._joint_order = common.JointOrder(self.joint_names)
-        self.scheduler = ChunkScheduler(p.chunk_dt_s, p.blend_time_s, p.interpolation,
+        self.scheduler = ChunkScheduler(p.chunk_dt_s, self._blend_time(), p.interpolation,
                                         num_joints=len(self.joint_names))
         with self._safety_lock:
             self.safety = SafetyFilter(self._limits(), p.ramp_time_s, stale_timeout_s=1.0,
@@ -280,6 +296,10 @@ class ControllerNode(ModelNode):
         return SafetyLimits(self.spec.position_lower, self.spec.position_upper,
                             self.spec.velocity_limit * p.velocity_scale, p.max_step_rad)
 
+    def _blend_time(self):
+        p = self.params
+        return p.rtc_blend_time_s if p.chunk_transition == 'rtc' else p.blend_time_s
+
     @staticmethod
     def _periods(rate_hz):
         # a late tick earns at most 0.1 s (or one period) of velocity budget
@@ -302,9 +322,10 @@ class ControllerNode(ModelNode):
             stream.set_priority(value)
         elif name == 'process_priority' and stream is not None:
             stream.set_process_priority(value)
-        elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation'):
+        elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation', 'chunk_transition',
+                      'rtc_blend_time_s'):
             if self.scheduler is not None:
-                self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=p.blend_time_s,
+                self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=self._blend_time(),
                                           interpolation=p.interpolation)
         elif name in ('ramp_time_s', 'dry_run'):
             with self._safety_lock:
@@ -492,15 +513,20 @@ class ControllerNode(ModelNode):
         start = time.perf_counter()
         try:
             state = self._obs_joints.get(obs.stamp, joint.value)
-            chunk = self.policy.act(obs.value, intent.value, state,
-                                    seed=self.params.seed + self._chunks)
+            guidance = self._rtc_guidance(now, obs.stamp)
+            raw = self.policy.act_normalized(obs.value, intent.value, state,
+                                             seed=self.params.seed + self._chunks, **guidance)
+            chunk = self.policy.joint_targets(raw)
             self.scheduler.push(chunk, obs.stamp, self._now(), dt=self.params.chunk_dt_s)
         except ValueError as err:
             return self._reject('chunk', err)
+        self._infer_s = time.perf_counter() - start
         if self.scheduler.last_skipped >= len(chunk):
             return self._reject('chunk', f'entirely in the past ({now - obs.stamp:.2f} s after '
                                 f'its observation)')
-        self._latencies.append(time.perf_counter() - start)
+        self._running = (raw, obs.stamp, self.params.chunk_dt_s)
+        self._guided += bool(guidance)
+        self._latencies.append(self._infer_s)
         self._chunks += 1
         self._chunk_key = (obs.stamp, intent.key)
         msg = ActionChunk(joint_names=self.joint_names, horizon=len(chunk),
@@ -511,6 +537,20 @@ class ControllerNode(ModelNode):
         msg.latent_stamp = _copy_stamp(intent.stamp_msg)
         msg.positions = array.array('d', np.ascontiguousarray(chunk, np.float64).tobytes())
         self.chunk_pub.publish(msg)
+
+    def _rtc_guidance(self, now, t0):
+        """act() keywords that guide the new chunk towards the running one (rtc), or {}."""
+        p, running = self.params, self._running
+        # none after a reset (activation, e-stop, clock jump): the scheduler forgot it too
+        if p.chunk_transition != 'rtc' or running is None or running[1] != self.scheduler.t0:
+            return {}
+        raw, t0_running, dt = running
+        # waypoints due before this chunk can be pushed: the running chunk executes them
+        delay = p.rtc_delay_steps or math.ceil((now - t0 + self._infer_s) / dt)
+        target, weights = resample_prefix(raw, t0_running, t0, dt, len(raw), delay,
+                                          p.interpolation)
+        return {'prefix': target, 'prefix_weights': weights,
+                'max_guidance': p.rtc_max_guidance}
 
     # --- command stream (its own thread) -------------------------------------------------
     def _tick(self):
@@ -546,6 +586,7 @@ class ControllerNode(ModelNode):
     def _publish_diagnostics(self):
         lifecycle = self.lifecycle_state
         values = {'state': lifecycle, 'estop': self._estop, 'chunks': self._chunks,
+                  'chunks_guided': self._guided,
                   'model_id': self.model_id or '',
                   'commands_sent': 0 if self.outputs is None else self.outputs.sent}
         if lifecycle != 'active':  # nothing is commanded
