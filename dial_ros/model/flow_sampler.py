@@ -46,8 +46,8 @@ def sample(s1, condition, observation, state, state_mask, embodiment, noise, ste
           if block.is_cross}
     actions = noise
     for terms in plan.steps:
-        actions = actions + plan.dt * _velocity(s1, plan, terms, state_token, actions, kv,
-                                                features)
+        v = _velocity(s1, plan, terms, state_token, actions, kv, features)
+        actions = torch.add(actions, v, alpha=plan.dt)
     return actions
 
 
@@ -109,9 +109,12 @@ def _fused_qkv(attn):
 
 
 def _modulation(cond, temb):
-    """AdaLN (1 + scale, shift), each (1, 1, d), as ``AdaLayerNorm`` computes them."""
-    scale, shift = cond(F.silu(temb)).unsqueeze(1).chunk(2, dim=-1)
-    return 1 + scale, shift
+    """AdaLN (1 + scale, shift), each (d,), as ``AdaLayerNorm`` computes them.
+
+    One flow time for the whole batch, so they are LayerNorm's affine weight and bias.
+    """
+    scale, shift = cond(F.silu(temb)).chunk(2, dim=-1)
+    return (1 + scale).reshape(-1), shift.reshape(-1)
 
 
 def _linear(x, weight, bias):
@@ -159,8 +162,7 @@ def _velocity(s1, plan, terms, state_token, actions, kv, features):
     x = torch.cat([state_token, _linear(a, *plan.enc3)], dim=1) + s1.pos_embed.weight
     fusion_index = 0
     for i, block in enumerate(s1.blocks):
-        scale, shift = terms['blocks'][i]
-        hidden = _layer_norm(block.norm1.norm, x) * scale + shift
+        hidden = F.layer_norm(x, x.shape[-1:], *terms['blocks'][i], block.norm1.norm.eps)
         x = x + _attention(block.attn, hidden, qkv=plan.qkv[i], kv=kv.get(i))
         x = x + _feed_forward(block.ff, _layer_norm(block.norm2, x))
         gate = s1.gated_fusion[str(i)] if str(i) in s1.gated_fusion else None
@@ -168,6 +170,5 @@ def _velocity(s1, plan, terms, state_token, actions, kv, features):
             phi, phi_mask = features[fusion_index]
             x = gate(x, phi, phi_mask)
             fusion_index += 1
-    scale, shift = terms['out']
-    x = _layer_norm(s1.norm_out, x[:, 1:]) * scale + shift
+    x = F.layer_norm(x[:, 1:], x.shape[-1:], *terms['out'], s1.norm_out.eps)
     return _linear(F.relu(_linear(x, *plan.dec1)), *plan.dec2)
