@@ -25,7 +25,7 @@ from dial_ros.model.layers import sinusoidal_embedding
 def supports(s1, embodiment):
     """Whether :func:`sample` can run: eval mode, no grad, one embodiment in the batch."""
     return (not s1.training and not torch.is_grad_enabled()
-            and bool((embodiment == embodiment[0]).all()))
+            and (embodiment.numel() == 1 or bool((embodiment == embodiment[0]).all())))
 
 
 def sample(s1, condition, observation, state, state_mask, embodiment, noise, steps,
@@ -39,16 +39,38 @@ def sample(s1, condition, observation, state, state_mask, embodiment, noise, ste
         raise ValueError('flow_sampler.sample: needs eval mode, grad disabled and one '
                          'embodiment per batch (use System1.velocity otherwise)')
     plan = _plan(s1, steps, int(embodiment[0]), noise.dtype, noise.device)
-    context = _fuse(s1, plan, condition, observation)
+    context = _fuse(plan, condition, observation)
     x = torch.cat([state * state_mask, state_mask.to(state.dtype)], dim=-1).unsqueeze(1)
     state_token = _linear(F.relu(_linear(x, *plan.state1)), *plan.state2)
-    kv = {i: block.attn.keys_values(context) for i, block in enumerate(s1.blocks)
-          if block.is_cross}
+    kv = [None if block.kv is None else _keys_values(context, block.heads, *block.kv)
+          for block in plan.blocks]
     actions = noise
     for terms in plan.steps:
-        v = _velocity(s1, plan, terms, state_token, actions, kv, features)
+        v = _velocity(plan, terms, state_token, actions, kv, features)
         actions = torch.add(actions, v, alpha=plan.dt)
     return actions
+
+
+class _Block:
+    """The weights of one (fusion or DiT) transformer block as plain tensors."""
+
+    def __init__(self, block, dit):
+        attn = block.attn
+        self.heads = attn.heads
+        self.cross = dit and block.is_cross
+        if self.cross:  # keys/values come from the fused context, once per chunk
+            self.q = attn.q.weight, attn.q.bias
+            self.kv = attn.kv.weight, attn.kv.bias
+        else:  # one matrix for q, k and v
+            self.q = (torch.cat([attn.q.weight, attn.kv.weight]),
+                      torch.cat([attn.q.bias, attn.kv.bias]))
+            self.kv = None
+        self.out = attn.out.weight, attn.out.bias
+        norm1 = block.norm1.norm if dit else block.norm1
+        self.norm1 = norm1.weight, norm1.bias, norm1.eps  # AdaLN: affine from the step terms
+        self.norm2 = block.norm2.weight, block.norm2.bias, block.norm2.eps
+        up, act, down = block.ff
+        self.ff = up.weight, up.bias, act.approximate, down.weight, down.bias
 
 
 class FlowPlan:
@@ -59,27 +81,32 @@ class FlowPlan:
         self.fingerprint = self._fingerprint()
         self.dt = 1.0 / steps
         d = s1.cfg.dit_hidden
+        types, pos = s1.type_embed.weight, s1.token_pos
+        self.type_pos = types[0] + pos, types[1] + pos
+        self.fusion_norm = (s1.fusion_norm.weight, s1.fusion_norm.bias, s1.fusion_norm.eps)
+        self.fusion = [_Block(block, dit=False) for block in s1.fusion]
         self.state1 = _category(s1.state_encoder.layer1, e)
         self.state2 = _category(s1.state_encoder.layer2, e)
         enc = s1.action_encoder
         self.enc1, self.enc3 = _category(enc.w1, e), _category(enc.w3, e)
         w2, b2 = _category(enc.w2, e)
         self.enc2 = w2[:d]  # the rows that multiply the action half of cat([a, tau_emb])
+        self.pos = s1.pos_embed.weight
+        self.blocks = [_Block(block, dit=True) for block in s1.blocks]
+        self.gates = [s1.gated_fusion[str(i)] if str(i) in s1.gated_fusion else None
+                      for i in range(len(s1.blocks))]
+        self.out_eps = s1.norm_out.eps
         self.dec1 = _category(s1.action_decoder.layer1, e)
         self.dec2 = _category(s1.action_decoder.layer2, e)
-        self.fusion_qkv = [_fused_qkv(block.attn) for block in s1.fusion]
-        self.qkv = [None if block.is_cross else _fused_qkv(block.attn) for block in s1.blocks]
         self.steps = []
         for k in range(steps):
             # the flow time exactly as the reference loop makes it
             t = s1.timestep(torch.full((1,), k * self.dt, device=device, dtype=dtype))
             temb = s1.time_encoder(t)
             tau_emb = sinusoidal_embedding(t, enc.dim).to(dtype)
-            self.steps.append({
-                'enc2_bias': tau_emb @ w2[d:] + b2,
-                'blocks': [_modulation(block.norm1.cond, temb) for block in s1.blocks],
-                'out': _modulation(s1.out_modulation, temb),
-            })
+            self.steps.append((tau_emb @ w2[d:] + b2,
+                               [_modulation(block.norm1.cond, temb) for block in s1.blocks],
+                               _modulation(s1.out_modulation, temb)))
 
     def _fingerprint(self):
         return [(p._version, p.data_ptr()) for p in self.params]
@@ -104,10 +131,6 @@ def _category(linear, e):
     return linear.weight[e], linear.bias[e]
 
 
-def _fused_qkv(attn):
-    return torch.cat([attn.q.weight, attn.kv.weight]), torch.cat([attn.q.bias, attn.kv.bias])
-
-
 def _modulation(cond, temb):
     """AdaLN (1 + scale, shift), each (d,), as ``AdaLayerNorm`` computes them.
 
@@ -123,52 +146,50 @@ def _linear(x, weight, bias):
     return torch.addmm(bias, x.reshape(b * t, -1), weight).view(b, t, -1)
 
 
-def _layer_norm(norm, x):
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+def _keys_values(context, heads, weight, bias):
+    b, s, _ = context.shape
+    k, v = F.linear(context, weight, bias).view(b, s, 2, heads, -1).unbind(2)
+    return k.transpose(1, 2), v.transpose(1, 2)
 
 
-def _feed_forward(ff, x):
-    up, act, down = ff
-    return F.linear(F.gelu(F.linear(x, up.weight, up.bias), approximate=act.approximate),
-                    down.weight, down.bias)
-
-
-def _attention(attn, x, qkv=None, kv=None):
-    """Self-attention with the fused ``qkv`` projection, or cross-attention on cached ``kv``."""
+def _layer(block, x, norm1, kv=None):
+    """x + attention(norm1(x)), then x + feed_forward(norm2(x)); ``norm1``: LayerNorm's
+    (weight, bias, eps)."""
     b, n, d = x.shape
+    h = F.layer_norm(x, (d,), *norm1)
     if kv is None:
-        q, k, v = F.linear(x, *qkv).view(b, n, 3, attn.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = F.linear(h, *block.q).view(b, n, 3, block.heads, -1).permute(2, 0, 3, 1, 4)
     else:
-        q = F.linear(x, attn.q.weight, attn.q.bias).view(b, n, attn.heads, -1).transpose(1, 2)
+        q = F.linear(h, *block.q).view(b, n, block.heads, -1).transpose(1, 2)
         k, v = kv
-    y = F.scaled_dot_product_attention(q, k, v)
-    return F.linear(y.transpose(1, 2).reshape(b, n, d), attn.out.weight, attn.out.bias)
+    y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+    x = x + F.linear(y, *block.out)
+    up, up_bias, approximate, down, down_bias = block.ff
+    h = F.gelu(F.linear(F.layer_norm(x, (d,), *block.norm2), up, up_bias),
+               approximate=approximate)
+    return x + F.linear(h, down, down_bias)
 
 
-def _fuse(s1, plan, foresight, observation):
-    types, pos = s1.type_embed.weight, s1.token_pos
-    x = torch.cat([foresight + types[0] + pos, observation + types[1] + pos], dim=1)
-    x = _layer_norm(s1.fusion_norm, x)
-    for block, qkv in zip(s1.fusion, plan.fusion_qkv):
-        x = x + _attention(block.attn, _layer_norm(block.norm1, x), qkv=qkv)
-        x = x + _feed_forward(block.ff, _layer_norm(block.norm2, x))
+def _fuse(plan, foresight, observation):
+    x = torch.cat([foresight + plan.type_pos[0], observation + plan.type_pos[1]], dim=1)
+    x = F.layer_norm(x, x.shape[-1:], *plan.fusion_norm)
+    for block in plan.fusion:
+        x = _layer(block, x, block.norm1)
     return x
 
 
-def _velocity(s1, plan, terms, state_token, actions, kv, features):
+def _velocity(plan, terms, state_token, actions, kv, features):
+    enc2_bias, modulations, (out_scale, out_shift) = terms
     a = _linear(actions, *plan.enc1)
     b, h, d = a.shape
-    a = F.silu(torch.addmm(terms['enc2_bias'], a.reshape(b * h, d), plan.enc2).view(b, h, d))
-    x = torch.cat([state_token, _linear(a, *plan.enc3)], dim=1) + s1.pos_embed.weight
+    a = F.silu(torch.addmm(enc2_bias, a.reshape(b * h, d), plan.enc2).view(b, h, d))
+    x = torch.cat([state_token, _linear(a, *plan.enc3)], dim=1) + plan.pos
     fusion_index = 0
-    for i, block in enumerate(s1.blocks):
-        hidden = F.layer_norm(x, x.shape[-1:], *terms['blocks'][i], block.norm1.norm.eps)
-        x = x + _attention(block.attn, hidden, qkv=plan.qkv[i], kv=kv.get(i))
-        x = x + _feed_forward(block.ff, _layer_norm(block.norm2, x))
-        gate = s1.gated_fusion[str(i)] if str(i) in s1.gated_fusion else None
+    for block, (scale, shift), block_kv, gate in zip(plan.blocks, modulations, kv, plan.gates):
+        x = _layer(block, x, (scale, shift, block.norm1[2]), block_kv)
         if gate is not None:
             phi, phi_mask = features[fusion_index]
             x = gate(x, phi, phi_mask)
             fusion_index += 1
-    x = F.layer_norm(x[:, 1:], x.shape[-1:], *terms['out'], s1.norm_out.eps)
+    x = F.layer_norm(x[:, 1:], (d,), out_scale, out_shift, plan.out_eps)
     return _linear(F.relu(_linear(x, *plan.dec1)), *plan.dec2)
