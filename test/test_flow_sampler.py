@@ -99,8 +99,16 @@ def test_training_is_unaffected_and_the_plan_follows_the_weights(make_model, mak
     fast, ref = both(model.eval(), **kw)
     close(fast, ref)
     assert not torch.allclose(fast, both(twin.eval(), **kw)[0])  # the weights did move
-    model.load_state_dict(twin.state_dict())
+    # replaced parameters (same values as the twin's) are noticed too
+    model.load_state_dict({k: v.clone() for k, v in twin.state_dict().items()}, assign=True)
     close(both(model, **kw)[0], both(twin, **kw)[1])
+
+
+def test_model_built_under_inference_mode(make_model):
+    """Its parameters are inference tensors (no version counter): the plan still works."""
+    with torch.inference_mode():
+        model = make_model().eval()
+        close(*both(model, **inputs(model, 0)))
 
 
 def test_fast_path_only_without_grad_and_in_eval(make_model):

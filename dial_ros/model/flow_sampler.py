@@ -14,7 +14,8 @@ overhead and on reading weights, so what does not change between chunks is compu
 Inference only: :func:`sample` refuses grad mode and training mode (dropout); training and
 autograd-guided sampling use ``System1.velocity``, which this module leaves untouched. The
 plan is cached on the System-1 module and rebuilt when a parameter changes: in-place updates
-(an optimizer step, ``load_state_dict``) bump version counters, ``.to()`` moves storage.
+(an optimizer step, ``load_state_dict``) bump version counters, ``.to()`` moves storage,
+``load_state_dict(assign=True)`` replaces the parameter.
 """
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,10 @@ class FlowPlan:
     """Weights and flow-time terms of one System-1 for (steps, embodiment, dtype, device)."""
 
     def __init__(self, s1, steps, e, dtype, device):
-        self.params = list(s1.parameters())
+        # where each parameter lives, so that a replaced one (load_state_dict(assign=True))
+        # is noticed as well as one changed in place
+        self.slots = [(m._parameters, n) for m in s1.modules() for n in m._parameters
+                      if m._parameters[n] is not None]
         self.fingerprint = self._fingerprint()
         self.dt = 1.0 / steps
         d = s1.cfg.dit_hidden
@@ -109,7 +113,9 @@ class FlowPlan:
                                _modulation(s1.out_modulation, temb)))
 
     def _fingerprint(self):
-        return [(p._version, p.data_ptr()) for p in self.params]
+        params = [slot[name] for slot, name in self.slots]
+        # inference tensors (a model built under inference_mode) have no version counter
+        return [(id(p), p.data_ptr(), 0 if p.is_inference() else p._version) for p in params]
 
     def valid(self):
         return self.fingerprint == self._fingerprint()
