@@ -61,13 +61,15 @@ def test_guidance_keeps_the_committed_steps_near_the_running_chunk(inputs, seed)
     assert gap(guided) < 0.8 * gap(plain)
 
 
-def test_zero_weights_sample_exactly_as_plain(inputs):
+def test_zero_weights_sample_as_plain(inputs):
     policy, tokens, intent, q = inputs
     plain = policy.act_normalized(tokens, intent, q, seed=7)
     prefix = np.ones((policy.horizon, policy.embodiment.action_dim))
     guided = policy.act_normalized(tokens, intent, q, seed=7, prefix=prefix,
                                    prefix_weights=np.zeros(policy.horizon))
-    np.testing.assert_array_equal(guided, plain)
+    # the guided loop runs the reference velocity; a plain call the cached fast path
+    # (flow_sampler), equal to float32 rounding (test_flow_sampler's tolerance)
+    np.testing.assert_allclose(guided, plain, rtol=1e-6, atol=4e-6)
     # act() too: the joint targets of the same raw chunk
     np.testing.assert_array_equal(policy.act(tokens, intent, q, seed=7),
                                   policy.joint_targets(plain))

@@ -4,7 +4,8 @@
 
 Two loops in one process. Chunk inference is event-driven: each new observation latent
 wakes the inference thread, which runs DialPolicy.act on it, the newest valid intent and the
-joint state of that frame, and pushes the chunk into a ChunkScheduler stamped with the
+joint state of that frame (an observation that arrived before any fresh intent is served
+when one arrives), and pushes the chunk into a ChunkScheduler stamped with the
 observation time (latency compensation, blended transitions); the command stream follows it
 from its next tick. ``chunk_rate_hz`` is an upper bound: a frame stamped less than
 0.9 / chunk_rate_hz after the previous chunk's frame is skipped (the slack absorbs camera
@@ -174,7 +175,8 @@ class ControllerNode(ModelNode):
         self._safety_lock = threading.Lock()
         # held by inference; deactivate takes it, so no chunk is computed or sent after it
         self._infer_lock = threading.Lock()
-        self._new_obs = threading.Event()  # set by each observation: wakes the inference
+        # set by each observation and intent: wakes the inference thread
+        self._wake = threading.Event()
         self._estop = False  # latched before configure too; applied to each new filter
         self._intent = self._obs = self._joint = None
         self._instruction = ''
@@ -261,7 +263,7 @@ class ControllerNode(ModelNode):
             return
         with self._infer_lock:
             self._active = False
-        self._new_obs.set()  # wake the inference thread so it sees the stop
+        self._wake.set()  # wake the inference thread so it sees the stop
         if self._inference is not None:
             self._inference.join(5.0)
         self._inference = None
@@ -410,6 +412,9 @@ class ControllerNode(ModelNode):
             return self._reject('intent', err)
         expires = stamp + msg.valid_for if msg.valid_for > 0 else math.inf
         self._intent = _Input(tensor, stamp, expires, (stamp, msg.seq), msg.header.stamp)
+        # an observation that came before any fresh intent gets its chunk now (a frame that
+        # already has one is not due again: chunking.frame_due)
+        self._wake.set()
 
     def _on_observation(self, msg):
         try:
@@ -418,7 +423,7 @@ class ControllerNode(ModelNode):
             return self._reject('observation', err)
         # the newest arrival, even if the clock went back
         self._obs = _Input(tensor, stamp, stamp_msg=msg.header.stamp)
-        self._new_obs.set()
+        self._wake.set()
 
     def _joints(self, msg):
         """Return (positions in embodiment order, stamp) of a JointState; ValueError if bad."""
@@ -488,9 +493,9 @@ class ControllerNode(ModelNode):
     def _infer_loop(self):
         """Compute a chunk for each new observation until deactivated."""
         while self._active:
-            if not self._new_obs.wait(IDLE_WAIT_S):
+            if not self._wake.wait(IDLE_WAIT_S):
                 continue
-            self._new_obs.clear()  # an observation arriving from here on wakes us again
+            self._wake.clear()  # an observation arriving from here on wakes us again
             with self._infer_lock:
                 if not self._active:
                     return
