@@ -59,8 +59,12 @@ class EmbodimentSpec:
             state_offset += width
         self.action_dim = offset
         self.state_dim = state_offset
-        self._joint_action_index = np.asarray(self._joint_action_index)
         self._joint_order = {n: i for i, n in enumerate(self.joint_names)}
+        # action index of each joint in joint_names order (joint_targets runs every chunk)
+        in_group_order = [j for g in self.action_groups if g.kind == 'joint' for j in g.joints]
+        self._joint_target_index = np.asarray(
+            [self._joint_action_index[in_group_order.index(j)] for j in self.joint_names])
+        self._joint_action_index = np.asarray(self._joint_action_index)
         # action dims left raw by normalisation (rotations as 6-D)
         self._raw_dims = np.zeros(self.action_dim, bool)
         offset = 0
@@ -116,11 +120,7 @@ class EmbodimentSpec:
 
     def joint_targets(self, action):
         """Joint positions (in joint_names order) from action vector(s) ``[..., action_dim]``."""
-        joints_in_group_order = [j for g in self.action_groups if g.kind == 'joint'
-                                 for j in g.joints]
-        values = action[..., self._joint_action_index]
-        order = [joints_in_group_order.index(j) for j in self.joint_names]
-        return values[..., order]
+        return action[..., self._joint_target_index]
 
     def action_from_joints(self, joint_positions):
         """Action vector(s) with only the joint groups filled, plus its mask."""

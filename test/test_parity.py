@@ -307,11 +307,11 @@ def test_deployed_nodes_compute_the_offline_chunk(recorded, tmp_path):
         while not g.run(30.0, lambda: alive() and chunks) and len(sent) < 3:
             sent.append(g.publish_frame(r['image']))
         assert chunks, f'no action chunk for {len(sent)} frames\n{logs(paths)}'
-        # the same frame again: a new observation, the next seed
+        # the same frame again: a new observation, the next seed (computed as it arrives,
+        # with the intent of an earlier frame: the same image, so the same intent)
         sent.append(g.publish_frame(r['image']))
-        assert g.run(30.0, lambda: alive() and any(
-            near(key(c), sent[-1]) and near(stamp_key(c.latent_stamp), sent[-1])
-            for c in chunks)), f'no chunk for the second frame\n{logs(paths)}'
+        assert g.run(30.0, lambda: alive() and any(near(key(c), sent[-1]) for c in chunks)), \
+            f'no chunk for the second frame\n{logs(paths)}'
     finally:
         if peer is not None:
             peer.close()

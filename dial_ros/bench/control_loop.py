@@ -3,11 +3,14 @@
     python -m dial_ros.bench.control_loop --json OUT.json [--duration 30] [--rates 200 500 1000]
         [--priorities 50 0] [--gil-probe-s 5]
 
-For each rate the controller node runs as its own process while it is fed: by the intent,
-perception and sim nodes when all three exist (``--load nodes``), else by a feeder process
-(``--load synthetic``: intents at 5 Hz, observation latents at 20 Hz, joint states at
-100 Hz). After a warm-up, the rate is set again through /controller/set_parameters, which
-restarts the controller's own statistics; then for ``--duration`` seconds:
+By default (``--load launch``) the deployed system runs: ``ros2 launch dial_ros
+humanoid.launch.py`` on the embedded sim with the bundled checkpoint (sim, perception, intent
+and controller, their config/humanoid.yaml settings), started once; each rate and priority is
+then set live through /controller/set_parameters, as an operator would in rqt. Otherwise the
+controller runs as its own process per rate, fed by the intent, perception and sim nodes
+(``--load nodes``) or by a feeder process (``--load synthetic``: intents at 5 Hz,
+observation latents at 20 Hz, joint states at 100 Hz). After a warm-up, the rate is set
+(again), which restarts the controller's own statistics; then for ``--duration`` seconds:
 
 * send side (what a rate target means): the controller's command thread times its own
   ticks and reports them on /diagnostics (``send_total_*``): period jitter = |period -
@@ -192,17 +195,22 @@ class Bench:
                     self.diags.append((time.perf_counter(), status.message, values))
 
     def set_rate(self, hz, timeout=10.0):
+        self.set_params({'control_rate_hz': int(hz)}, timeout)
+
+    def set_params(self, values, timeout=10.0):
+        """Set controller parameters in order (one call each); RuntimeError if refused."""
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
         if not self.params.wait_for_service(timeout_sec=timeout):
             raise RuntimeError('/controller/set_parameters: no service')
-        future = self.params.call_async(SetParameters.Request(
-            parameters=[Parameter('control_rate_hz', value=int(hz)).to_parameter_msg()]))
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not future.done() or not future.result().results[0].successful:
-            raise RuntimeError(f'setting control_rate_hz to {hz} failed')
+        for name, value in values.items():
+            future = self.params.call_async(SetParameters.Request(
+                parameters=[Parameter(name, value=value).to_parameter_msg()]))
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not future.done() or not future.result().results[0].successful:
+                raise RuntimeError(f'setting {name} to {value} failed')
 
     def diagnostics_since(self, start):
         with self.lock:
@@ -265,15 +273,19 @@ def gil_probe(policy, seconds, priority, process_priority):
     return out
 
 
-def run_rate(bench, hz, priority, args, domain, log_dir):
+def run_rate(bench, hz, priority, args, domain, log_dir, launch=None):
+    """One rate and priority: its own controller process, or set live in ``launch``."""
     # realtime: the defaults (command thread SCHED_FIFO 50, the other threads 10); 0: normal
     process = args.process_priority if priority else 0
     params = {'control_rate_hz': hz, 'embodiment': args.embodiment,
               'realtime_priority': priority, 'process_priority': process}
-    proc = procs.start(node_cmd('controller', params), domain,
-                       log_dir / f'controller_{hz}hz_prio{priority}.log')
+    proc = launch or procs.start(node_cmd('controller', params), domain,
+                                 log_dir / f'controller_{hz}hz_prio{priority}.log')
     try:
         startup = wait_tracking(bench, proc, args.startup_timeout)
+        if launch is not None:  # in an order that keeps process_priority < realtime_priority
+            order = (('realtime_priority', priority), ('process_priority', process))
+            bench.set_params(dict(order if priority else order[::-1]))
         time.sleep(args.warmup)
         bench.set_rate(hz)  # restarts the controller's send-side statistics
         start, wall0, cpu0 = time.perf_counter(), time.time(), cpu_seconds(proc.pid)
@@ -286,7 +298,8 @@ def run_rate(bench, hz, priority, args, domain, log_dir):
         diags = bench.diagnostics_since(start + 0.5)
         samples = [x for x in bench.times if wall0 <= x[1] <= wall1]
     finally:
-        procs.stop(proc, timeout=10.0)
+        if launch is None:
+            procs.stop(proc, timeout=10.0)
     if not diags:
         raise RuntimeError(f'{hz} Hz: no diagnostics from the controller')
     last = diags[-1][2]
@@ -347,8 +360,10 @@ def main(argv=None):
     parser.add_argument('--json', required=True, help='write the results here')
     parser.add_argument('--duration', type=float, default=30.0, help='seconds per rate')
     parser.add_argument('--rates', type=int, nargs='+', default=[200, 500, 1000])
-    parser.add_argument('--load', choices=('auto', 'synthetic', 'nodes'), default='auto',
-                        help='who feeds the controller (auto: the nodes when all exist)')
+    parser.add_argument('--load', choices=('launch', 'nodes', 'synthetic'), default='launch',
+                        help='launch: the humanoid launch (deployed settings); nodes: a '
+                        'controller per rate fed by the sim, perception and intent nodes; '
+                        'synthetic: fed by a feeder process')
     parser.add_argument('--priorities', type=int, nargs='+', default=[50, 0],
                         help="the controller's realtime_priority values to run (0 = normal)")
     parser.add_argument('--process-priority', type=int, default=10,
@@ -363,10 +378,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.feeder:
         return run_feeder(args)
-    have_nodes = all((ROOT / 'dial_ros' / 'nodes' / f'{n}.py').is_file() for n in NODES)
-    if args.load == 'nodes' and not have_nodes:
-        parser.error(f'--load nodes needs dial_ros/nodes/{{{",".join(NODES)}}}.py')
-    synthetic = args.load == 'synthetic' or (args.load == 'auto' and not have_nodes)
+    synthetic = args.load == 'synthetic'
     domain = procs.new_domain_id('control_loop')
     os.environ.update(OMP_NUM_THREADS='1')
     os.environ.update({k: v for k, v in procs.ros_env(domain).items()
@@ -378,7 +390,12 @@ def main(argv=None):
     log_dir = out.parent / (out.stem + '_logs')
     log_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    if synthetic:
+    launch = None
+    if args.load == 'launch':
+        launch = procs.start([python(), '-m', 'dial_ros.launch_runner', 'dial_ros',
+                              'humanoid.launch.py'], domain, log_dir / 'launch.log')
+        feeders = [launch]
+    elif synthetic:
         shape = ','.join(str(n) for n in policy.token_shape)
         cmd = [python(), '-m', 'dial_ros.bench.control_loop', '--json', '-', '--feeder',
                '--feeder-model-id', model_id, '--feeder-shape', shape,
@@ -391,7 +408,7 @@ def main(argv=None):
     try:
         for priority in args.priorities:
             for hz in args.rates:
-                runs.append(run_rate(bench, hz, priority, args, domain, log_dir))
+                runs.append(run_rate(bench, hz, priority, args, domain, log_dir, launch))
                 print_table(runs[-1:])
     finally:
         bench.close()
@@ -400,11 +417,12 @@ def main(argv=None):
     if args.gil_probe_s > 0:  # after the feeders stopped: the GIL alone, not the machine
         probe = gil_probe(policy, args.gil_probe_s, max(args.priorities),
                           args.process_priority)
-    why = ('chosen with --load synthetic' if have_nodes else
-           'dial_ros/nodes/sim.py, perception.py or intent.py missing')
-    load = (f'synthetic: a feeder process published intents at 5 Hz, observation latents at '
-            f'20 Hz and joint states at 100 Hz ({why})' if synthetic else
-            f'nodes: {", ".join(NODES)} ran as processes (instruction {INSTRUCTION!r})')
+    load = {'launch': 'launch: ros2 launch dial_ros humanoid.launch.py (embedded sim, bundled '
+                      'checkpoint, config/humanoid.yaml); rate and priorities set live',
+            'synthetic': 'synthetic: a feeder process published intents at 5 Hz, observation '
+                         'latents at 20 Hz and joint states at 100 Hz',
+            'nodes': f'nodes: {", ".join(NODES)} ran as processes (instruction '
+                     f'{INSTRUCTION!r})'}[args.load]
     result = {
         'benchmark': 'control_loop',
         'command': ' '.join(['python -m dial_ros.bench.control_loop'] + (argv or sys.argv[1:])),

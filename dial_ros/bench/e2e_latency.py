@@ -8,7 +8,8 @@ listens from this process. The controller stamps every action chunk with the obs
 pushed, so the first command that arrives after a chunk with a new observation stamp is
 the first command computed from that frame. Latency = arrival of that command (DDS receive
 time, this host's clock) - the frame's stamp (the sim stamps frames with the same clock).
-Also reported: camera -> chunk, and the age of the intent each chunk used (System-2 runs
+Also reported, stage by stage: camera -> observation latent (render, transport, ViT),
+camera -> chunk (+ System-1), and the age of the intent each chunk used (System-2 runs
 asynchronously, so its intent is older than the frame).
 """
 import argparse
@@ -45,13 +46,16 @@ class Listener:
         from std_msgs.msg import Float64MultiArray
 
         from dial_ros.msg import ActionChunk
+        from dial_ros.msg import LatentTensor
         from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATENT
-        from dial_ros.topics import TOPIC_CHUNK, TOPIC_COMMAND
+        from dial_ros.topics import TOPIC_CHUNK, TOPIC_COMMAND, TOPIC_OBSERVATION
         self.lock = threading.Lock()
         self.pending = None  # (observation stamp, chunk arrival)
         self.seen = set()
-        self.e2e, self.to_chunk, self.intent_age = [], [], []
+        self.e2e, self.to_chunk, self.intent_age, self.to_latent = [], [], [], []
         node.create_subscription(ActionChunk, TOPIC_CHUNK, self.on_chunk,
+                                 QOS_LATENT)
+        node.create_subscription(LatentTensor, TOPIC_OBSERVATION, self.on_observation,
                                  QOS_LATENT)
         node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self.on_command,
                                  QOS_COMMAND)
@@ -69,6 +73,12 @@ class Listener:
             latent = stamp_to_sec(msg.latent_stamp)
             if latent > 0:
                 self.intent_age.append(obs - latent)
+
+    def on_observation(self, msg, info):
+        from dial_ros.codecs import stamp_to_sec
+        with self.lock:
+            self.to_latent.append(info['received_timestamp'] * 1e-9
+                                  - stamp_to_sec(msg.header.stamp))
 
     def on_command(self, msg, info):
         arrived = info['received_timestamp'] * 1e-9
@@ -109,16 +119,18 @@ def main(argv=None):
             listener.e2e.clear()
             listener.to_chunk.clear()
             listener.intent_age.clear()
+            listener.to_latent.clear()
         time.sleep(args.duration)
         with listener.lock:
             e2e, to_chunk = list(listener.e2e), list(listener.to_chunk)
-            intent_age = list(listener.intent_age)
+            intent_age, to_latent = list(listener.intent_age), list(listener.to_latent)
     finally:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         procs.stop(launch, signal.SIGINT, timeout=40)
     result = {'samples': len(e2e), **percentiles(e2e),
+              'camera_to_observation_latent': percentiles(to_latent),
               'camera_to_chunk': percentiles(to_chunk),
               'intent_age_at_chunk': percentiles(intent_age),
               'mean_ms': round(statistics.mean(e2e) * 1e3, 2) if e2e else None,
@@ -127,7 +139,7 @@ def main(argv=None):
     print('metric | p50 ms | p99 ms | max ms | samples')
     print(f"camera -> first command | {result['p50_ms']} | {result['p99_ms']} | "
           f"{result['max_ms']} | {len(e2e)}")
-    for key in ('camera_to_chunk', 'intent_age_at_chunk'):
+    for key in ('camera_to_observation_latent', 'camera_to_chunk', 'intent_age_at_chunk'):
         r = result[key]
         print(f"{key} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} |")
     with open(args.json, 'w') as f:

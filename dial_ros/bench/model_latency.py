@@ -1,11 +1,18 @@
-"""Model latency benchmark: parameters, System-2 intent and System-1 chunk latency, memory.
+"""Model latency benchmark: the three model calls of the ROS graph, as the nodes make them.
 
-    python -m dial_ros.bench.model_latency --json OUT.json [--scale tiny|paper|all]
+    python -m dial_ros.bench.model_latency --json OUT.json [--checkpoint DIR]
+        [--scale checkpoint|tiny|paper|all]
 
-Tiny scale runs on one CPU thread. Paper scale runs where CUDA is available: with
-``--vlm-path`` a local Qwen2.5-VL checkpoint, otherwise the published Qwen2.5-VL-3B
-architecture with random weights (latency does not depend on weight values). Latencies are
-medians over repeated runs after warm-up.
+``checkpoint`` (the default) measures the deployed model: the bundled checkpoint, or the one
+``--checkpoint`` names, each part loaded as its node loads it. ``tiny`` builds the in-code
+tiny config (untrained); ``paper`` runs where CUDA is available: with ``--vlm-path`` a local
+Qwen2.5-VL checkpoint, otherwise the published Qwen2.5-VL-3B architecture with random weights
+(latency does not depend on weight values). On the CPU one thread.
+
+Timed calls: ViT encode = ``DialPolicy.encode_frame`` (perception), System-2 intent =
+``DialPolicy.foresee`` (intent node), System-1 chunk = ``DialPolicy.act`` (the controller's
+whole call: input checks, state encoding, seeded noise, K flow steps, denormalisation).
+Median and p99 over ``--repeats`` after ``--warmup``; the load average goes into the JSON.
 """
 import argparse
 import json
@@ -19,21 +26,25 @@ import time
 import numpy as np
 import torch
 
+INSTRUCTION = 'pick up the cube and lift it'
+
 
 def measure(fn, repeats, warmup, sync):
-    for _ in range(warmup):
-        fn()
+    """Median and p99 of ``fn``'s wall time in ms."""
+    for i in range(warmup):
+        fn(i)
     times = []
-    for _ in range(repeats):
+    for i in range(repeats):
         sync()
         start = time.perf_counter()
-        fn()
+        fn(i)
         sync()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), float(np.percentile(times, 90))
+    return statistics.median(times), float(np.percentile(times, 99))
 
 
-def build(scale, vlm_path, device):
+def build_model(scale, vlm_path, device):
+    """The in-code tiny or paper-scale model with the gr1_tabletop embodiment."""
     from dial_ros.embodiment import load_embodiment
     from dial_ros.model.config import paper_config, tiny_config
     from dial_ros.model.dial import DialModel
@@ -56,7 +67,19 @@ def build(scale, vlm_path, device):
         return DialModel(config, [embodiment], adapter=adapter).to(device).eval()
 
 
-def run_scale(scale, vlm_path, repeats, warmup):
+def policies(scale, checkpoint, vlm_path, device):
+    """(perception, intent, controller) policies, with the part each node holds."""
+    from dial_ros.model.policy import DialPolicy
+    if scale == 'checkpoint':
+        from dial_ros import paths
+        path = checkpoint or paths.bundled_checkpoint()
+        return tuple(DialPolicy.from_checkpoint(path, device=device, part=part)
+                     for part in ('vision', 'system2', 'system1'))
+    policy = DialPolicy(build_model(scale, vlm_path, device), device=device)
+    return policy, policy, policy
+
+
+def run_scale(scale, checkpoint, vlm_path, repeats, warmup):
     device = 'cuda' if scale == 'paper' else 'cpu'
     if device == 'cpu':
         torch.set_num_threads(1)
@@ -66,56 +89,62 @@ def run_scale(scale, vlm_path, repeats, warmup):
         torch.cuda.reset_peak_memory_stats()
         sync = torch.cuda.synchronize
         label = torch.cuda.get_device_name()
-    model = build(scale, vlm_path, device)
-    model.eval()
-    dtype = model.system2.queries.dtype
-    cfg = model.config
-    image = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
-    tokens = model.system2.encode_images(image).to(device, dtype)
-    state = torch.zeros(1, cfg.system1.max_state_dim, device=device, dtype=dtype)
-    state_mask = torch.ones(1, cfg.system1.max_state_dim, device=device, dtype=torch.bool)
-    emb = torch.zeros(1, dtype=torch.long, device=device)
-    with torch.inference_mode():
-        intent, _ = model.foresee(tokens, ['pick up the cube and lift it'])
-        vit_ms, _ = measure(lambda: model.system2.encode_images(image), repeats, warmup, sync)
-        s2_ms, s2_p90 = measure(lambda: model.foresee(tokens, ['pick up the cube and lift it']),
-                                repeats, warmup, sync)
-        s1_ms, s1_p90 = measure(lambda: model.sample_actions(intent, tokens, state, state_mask,
-                                                             emb), repeats, warmup, sync)
+    load_before = os.getloadavg()
+    vision, intent_node, controller = policies(scale, checkpoint, vlm_path, device)
+    image = np.random.default_rng(0).integers(0, 256, (vision.image_size,) * 2 + (3,),
+                                              dtype=np.uint8)
+    tokens = vision.encode_frame(image)
+    intent = intent_node.foresee(tokens, INSTRUCTION)
+    joints = np.zeros(controller.embodiment.num_joints)
+    vit = measure(lambda i: vision.encode_frame(image), repeats, warmup, sync)
+    s2 = measure(lambda i: intent_node.foresee(tokens, INSTRUCTION), repeats, warmup, sync)
+    s1 = measure(lambda i: controller.act(tokens, intent, joints, seed=i), repeats, warmup,
+                 sync)
     if device == 'cpu':
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     else:
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    cfg = controller.model.config
     return {
         'scale': scale, 'device': label,
-        'params_system2': sum(p.numel() for p in model.system2.parameters()),
-        'params_system1': sum(p.numel() for p in model.system1.parameters()),
-        'system2_intent_ms': round(s2_ms, 3), 'system2_intent_p90_ms': round(s2_p90, 3),
-        'system1_chunk_ms': round(s1_ms, 3), 'system1_chunk_p90_ms': round(s1_p90, 3),
-        'system1_steps': cfg.system1.inference_steps, 'vit_encode_ms': round(vit_ms, 3),
-        'peak_mem_mb': round(peak, 1), 'dtype': str(dtype).replace('torch.', ''),
+        'checkpoint': str(checkpoint or 'bundled') if scale == 'checkpoint' else None,
+        'params_system2': sum(p.numel() for p in intent_node.model.system2.parameters()),
+        'params_system1': sum(p.numel() for p in controller.model.system1.parameters()),
+        'system2_intent_ms': round(s2[0], 3), 'system2_intent_p99_ms': round(s2[1], 3),
+        'system1_chunk_ms': round(s1[0], 3), 'system1_chunk_p99_ms': round(s1[1], 3),
+        'vit_encode_ms': round(vit[0], 3), 'vit_encode_p99_ms': round(vit[1], 3),
+        'system1_steps': cfg.system1.inference_steps, 'embodiment': controller.embodiment.name,
+        'peak_mem_mb': round(peak, 1), 'dtype': str(controller.dtype).replace('torch.', ''),
         'image_px': cfg.vlm.image_size, 'repeats': repeats,
+        'loadavg_before': [round(x, 2) for x in load_before],
+        'loadavg_after': [round(x, 2) for x in os.getloadavg()],
     }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--json', required=True, help='write results here')
-    parser.add_argument('--scale', choices=('tiny', 'paper', 'all'), default='all')
+    parser.add_argument('--scale', choices=('checkpoint', 'tiny', 'paper', 'all'),
+                        default='checkpoint', help='checkpoint: the deployed model (default)')
+    parser.add_argument('--checkpoint', default='',
+                        help='checkpoint folder for --scale checkpoint (default: the bundled one)')
     parser.add_argument('--vlm-path', default='', help='local Qwen2.5-VL checkpoint folder')
-    parser.add_argument('--repeats', type=int, default=100)
-    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--repeats', type=int, default=300)
+    parser.add_argument('--warmup', type=int, default=20)
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error('--repeats must be >= 1 and --warmup >= 0')
     os.environ.setdefault('OMP_NUM_THREADS', '1')
-    scales = ['tiny', 'paper'] if args.scale == 'all' else [args.scale]
+    scales = ['checkpoint', 'tiny', 'paper'] if args.scale == 'all' else [args.scale]
     results, skipped = [], []
     for scale in scales:
         if scale == 'paper' and not torch.cuda.is_available():
             skipped.append({'scale': 'paper', 'reason': 'no CUDA device on this machine'})
             continue
-        results.append(run_scale(scale, args.vlm_path, args.repeats, args.warmup))
-    cols = ['scale', 'device', 'params_system2', 'params_system1', 'system2_intent_ms',
-            'system1_chunk_ms', 'vit_encode_ms', 'peak_mem_mb']
+        results.append(run_scale(scale, args.checkpoint, args.vlm_path, args.repeats,
+                                 args.warmup))
+    cols = ['scale', 'device', 'system2_intent_ms', 'system2_intent_p99_ms', 'system1_chunk_ms',
+            'system1_chunk_p99_ms', 'vit_encode_ms', 'vit_encode_p99_ms', 'peak_mem_mb']
     print(' | '.join(cols))
     for r in results:
         print(' | '.join(str(r[c]) for c in cols))

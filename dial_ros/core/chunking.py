@@ -191,3 +191,19 @@ class ChunkScheduler:
         now = finite_number(now_s, 'now_s')
         current = self._current
         return 0.0 if current is None else max(0.0, current.end - now)
+
+
+# A frame this fraction of 1 / chunk rate after the previous chunk's frame counts as due: the
+# slack absorbs camera jitter (a 20 Hz camera under a 10 Hz bound: every other frame, always).
+FRAME_SLACK = 0.9
+
+
+def frame_due(last_stamp, stamp, max_rate_hz):
+    """Whether a frame stamped ``stamp`` gets a chunk under the ``max_rate_hz`` bound.
+
+    ``last_stamp``: the frame of the previous chunk (None: none yet). A frame older than it
+    (the clock went back: a sim or bag restart) is due.
+    """
+    if last_stamp is None or stamp < last_stamp:
+        return True
+    return stamp - last_stamp >= FRAME_SLACK / max_rate_hz

@@ -3,12 +3,16 @@
     python -m dial_ros.evaluate --checkpoint checkpoints/dial_tiny_gr1 --episodes 20
     python -m dial_ros.evaluate --driver expert --episodes 20 --label expert
     python -m dial_ros.evaluate --checkpoint CKPT --split seen --record evals/bags
+    python -m dial_ros.evaluate --param controller.chunk_transition=rtc --label rtc
 
 Starts the humanoid launch (sim, perception, intent, controller; or sim and expert) on its
 own ROS domain, runs ``--episodes`` per split of ``--splits`` (config/eval_splits.yaml), and
 writes OUT/episodes.jsonl (one line per episode, as it happens), OUT/results.json (per
 split: split, episodes, success_rate, ci95_low, ci95_high, mean_completion_s,
-task_completion, ...) and OUT/results.md. ``--record DIR`` records every episode with the
+task_completion, ..., smoothness: the largest command step and the jerk at chunk switches,
+see smoothness.py) and OUT/results.md. ``--param node.name=value`` (repeatable) overrides a
+parameter of config/humanoid.yaml for the evaluated launch (variants on the same seeds).
+``--record DIR`` records every episode with the
 recorder (one rosbag2 per episode, tagged success/fail). Merge several runs into one table
 with ``python -m dial_ros.evaluate.table OUT1 OUT2 ...``.
 """
@@ -20,8 +24,11 @@ import pathlib
 import sys
 import time
 
+import yaml
+
 from dial_ros import apply_ros_env_defaults, paths, procs
 from dial_ros.evaluate.metrics import markdown_table, summarize
+from dial_ros.evaluate.smoothness import summarize_smoothness
 from dial_ros.evaluate.splits import load_splits
 from dial_ros.launch_runner.child import ROOT, start_launch, stop_launch, write_params
 
@@ -47,7 +54,27 @@ def parser():
                    'the release of the controller (the pipeline sees the new scene)')
     p.add_argument('--domain-id', type=int, default=0, help='ROS_DOMAIN_ID of the evaluated '
                    'graph (default: a random one in 100-230, so that runs never meet)')
+    p.add_argument('--param', action='append', default=[], metavar='NODE.NAME=VALUE',
+                   help='override a parameter of config/humanoid.yaml in the evaluated launch '
+                   '(repeatable; VALUE in YAML), e.g. controller.chunk_transition=rtc')
     return p
+
+
+def parse_params(items):
+    """``['node.name=value', ...]`` -> ``{node: {name: value}}``, checked against
+    config/humanoid.yaml (every declared parameter is there)."""
+    known = yaml.safe_load(paths.config_file('humanoid.yaml').read_text())
+    out = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        node, dot, name = key.partition('.')
+        if not (sep and dot and node and name):
+            raise ValueError(f'--param: expected node.name=value, got {item!r}')
+        declared = (known.get(node) or {}).get('ros__parameters') or {}
+        if name not in declared:
+            raise ValueError(f'--param: {node}.{name} is not a parameter in humanoid.yaml')
+        out.setdefault(node, {})[name] = yaml.safe_load(text)
+    return out
 
 
 def check_args(args):
@@ -78,8 +105,9 @@ def checkpoint_info(path):
             'first_stage_fraction': train.get('first_stage_fraction')}
 
 
-def launch_config(out, driver, plan, episodes, record):
-    """The launch's parameter file: config/humanoid.yaml plus what this evaluation needs."""
+def launch_config(out, driver, plan, episodes, record, params=None):
+    """The launch's parameter file: config/humanoid.yaml plus what this evaluation needs
+    and the ``--param`` overrides."""
     first = plan.splits[0]
     # the sim resets once at start-up (one seed), the expert resets it again per episode
     startup = 1 if driver == 'expert' else 0
@@ -91,6 +119,8 @@ def launch_config(out, driver, plan, episodes, record):
     if driver == 'expert':
         # paused until the evaluation listens; the first split's episodes are set already
         overrides['expert'] = {'episodes': episodes, 'autoreset': True, 'paused': True}
+    for node, values in (params or {}).items():
+        overrides.setdefault(node, {}).update(values)
     return write_params(out / 'launch_params.yaml', overrides)
 
 
@@ -107,6 +137,7 @@ def launch_arguments(args, params):
 def evaluate(args):
     """Run the evaluation; returns the results dict (also written to OUT)."""
     check_args(args)
+    overrides = parse_params(args.param)
     plan = load_splits(args.splits, args.split)
     timeout = args.timeout or plan.episode_timeout_s
     info = {'driver': args.driver} if args.driver == 'expert' else checkpoint_info(
@@ -118,7 +149,9 @@ def evaluate(args):
     domain = args.domain_id or procs.new_domain_id('evaluate')
     os.environ['ROS_DOMAIN_ID'] = str(domain)
     apply_ros_env_defaults()
-    params = launch_config(out, args.driver, plan, args.episodes, args.record)
+    params = launch_config(out, args.driver, plan, args.episodes, args.record, overrides)
+    rate = yaml.safe_load(params.read_text())['controller']['ros__parameters'][
+        'control_rate_hz']
     arguments = launch_arguments(args, params)
     LOG.info('launch (domain %d): %s', domain, ' '.join(arguments))
     proc = start_launch(arguments, out / 'launch.log', domain)
@@ -137,7 +170,8 @@ def evaluate(args):
     from dial_ros.evaluate.graph import GraphClient
     client = GraphClient(domain)
     try:
-        runner = EpisodeRunner(client, args.driver, timeout, args.settle, bool(args.record))
+        runner = EpisodeRunner(client, args.driver, timeout, args.settle, bool(args.record),
+                               command_rate_hz=float(rate))
         runner.wait_ready()
         for index, split in enumerate(plan.splits):
             if args.driver == 'expert':
@@ -151,14 +185,36 @@ def evaluate(args):
     finally:
         client.close()
         stop_launch(proc)
-    rows = [{'label': label, 'demos': info.get('demos'),
-             **summarize(s.name, [e for e in episodes if e['split'] == s.name])}
-            for s in plan.splits]
-    results = {'label': label, **info, 'splits_file': plan.source, 'episode_timeout_s': timeout,
-               'wall_s': round(time.monotonic() - tic, 1), 'splits': rows}
+    rows = []
+    for s in plan.splits:
+        mine = [e for e in episodes if e['split'] == s.name]
+        rows.append({'label': label, 'demos': info.get('demos'), **summarize(s.name, mine),
+                     **({'smoothness': summarize_smoothness(mine)}
+                        if args.driver == 'policy' else {})})
+    results = {'label': label, **info, 'params': overrides, 'splits_file': plan.source,
+               'episode_timeout_s': timeout, 'wall_s': round(time.monotonic() - tic, 1),
+               'splits': rows}
     (out / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
-    (out / 'results.md').write_text(markdown_table(rows))
+    (out / 'results.md').write_text(markdown_table(rows) + smoothness_table(rows))
     return results
+
+
+def smoothness_table(rows):
+    """The smoothness summary per split as Markdown ('' without one)."""
+    rows = [r for r in rows if r.get('smoothness')]
+    if not rows:
+        return ''
+
+    def num(x, fmt):
+        return '-' if x is None else format(x, fmt)
+    lines = ['', '| method | split | switches | max step rad | switch jerk max rad/s^3 | '
+             'switch jerk p99 (median) rad/s^3 |', '|---|---|---|---|---|---|']
+    for r in rows:
+        s = r['smoothness']
+        lines.append(f'| {r["label"]} | {r["split"]} | {s["switches"]} | '
+                     f'{num(s["max_step_rad"], ".4f")} | {num(s["switch_jerk_max"], ".0f")} | '
+                     f'{num(s["switch_jerk_p99_median"], ".0f")} |')
+    return '\n'.join(lines) + '\n'
 
 
 def main(argv=None):
@@ -169,7 +225,7 @@ def main(argv=None):
     except (ValueError, OSError, RuntimeError) as err:  # OSError: a missing checkpoint, timeouts
         LOG.error('%s', err)
         return 2
-    print(markdown_table(results['splits']), end='')
+    print(markdown_table(results['splits']) + smoothness_table(results['splits']), end='')
     return 0
 
 

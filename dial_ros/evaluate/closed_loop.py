@@ -11,8 +11,9 @@ For iteration (ablations, checkpoint selection); the reported numbers come from
   from the controller's section of ``config/humanoid.yaml``;
 * the stack's clocks: the sim steps every 50 ms and stamps its frame after stepping,
   perception encodes each frame (ViT), the intent node runs System-2 on the newest
-  observation at ``intent_rate_hz``, the controller runs System-1 at ``chunk_rate_hz`` on
-  the newest observation and intent (and the joint state of that frame), and its command
+  observation at ``intent_rate_hz``, the controller runs System-1 as each frame arrives
+  (at most ``chunk_rate_hz``, see ``chunking.frame_due``) on it, the newest intent and the
+  joint state of that frame, and its command
   stream samples the chunk at ``control_rate_hz``; the sim applies the newest command at
   its next step. Timer phases are drawn per episode; the delays (``StackTiming``) are the
   ones measured in the launch (``bench.e2e_latency``);
@@ -32,7 +33,7 @@ import numpy as np
 import yaml
 
 from dial_ros import paths
-from dial_ros.core.chunking import ChunkScheduler
+from dial_ros.core.chunking import ChunkScheduler, frame_due
 from dial_ros.core.safety import SafetyFilter, SafetyLimits
 from dial_ros.sim.gr1_env import GRASP_POINT
 
@@ -218,7 +219,6 @@ class ClosedLoop:
         joint = (frame[0], obs['joint_positions'])
         chunk_key, command = None, None
         intent_tick = rng.uniform(0.0, 1.0 / s.intent_rate_hz)
-        chunk_tick = rng.uniform(0.0, 1.0 / s.chunk_rate_hz)
         tick = rng.uniform(0.0, 1.0 / s.control_rate_hz)
         steps = int(round(self.timeout_s / period))
         intent_timeout = min(s.intent_timeout_s, s.intent_valid_for_s)
@@ -231,7 +231,7 @@ class ClosedLoop:
             step_at = k * period
             # everything that happens before this step's start, in time order
             while True:
-                due = min([tick, intent_tick, chunk_tick] + [p[0] for p in pending])
+                due = min([tick, intent_tick] + [p[0] for p in pending])
                 if due >= step_at:
                     break
                 if pending and due == min(p[0] for p in pending):
@@ -239,6 +239,12 @@ class ClosedLoop:
                     pending.remove(ready)
                     if ready[1] == 'frame':
                         frame = ready[2]
+                        # the controller: a chunk as each frame arrives, at most chunk_rate_hz
+                        last = None if chunk_key is None else chunk_key[0]
+                        if not stale(due) and frame_due(last, frame[0], s.chunk_rate_hz):
+                            chunk_key = (frame[0], intent[0])
+                            chunk = self._chunk(frame[1], intent[1], frame[2])
+                            pending.append((due + t.chunk_s, 'chunk', (frame[0], chunk)))
                     elif ready[1] == 'intent':
                         intent = ready[2]
                     else:
@@ -248,12 +254,6 @@ class ClosedLoop:
                     pending.append((due + t.intent_s, 'intent',
                                     (frame[0], self._intent(frame[1]))))
                     intent_tick += 1.0 / s.intent_rate_hz
-                elif due == chunk_tick:
-                    if not stale(due) and (frame[0], intent[0]) != chunk_key:
-                        chunk_key = (frame[0], intent[0])
-                        chunk = self._chunk(frame[1], intent[1], frame[2])
-                        pending.append((due + t.chunk_s, 'chunk', (frame[0], chunk)))
-                    chunk_tick += 1.0 / s.chunk_rate_hz
                 else:
                     target = None if stale(tick) else scheduler.sample(tick)
                     out, _ = safety.filter(target, joint[1], tick, 0.0)

@@ -8,7 +8,8 @@ ramps in from the measured pose; an e-stop release would instead step from the l
 of the previous episode, which the sim's reset made meaningless): the episode clock starts.
 It ends at the first ``/sim/task_success`` (the lift held 1 s: success; the lift's start is
 the completion time) or after the timeout. ``/sim/task_progress`` gives the
-furthest milestone (task completion).
+furthest milestone (task completion). The controller's joint commands and chunk arrivals of
+the episode give its smoothness (largest step, jerk at chunk switches; see smoothness.py).
 
 Expert episodes (the scripted expert drives and resets the sim itself): the sim gets the
 split's task and seeds, the expert's ``episodes`` parameter is raised by the split's count,
@@ -19,28 +20,44 @@ import json
 import time
 
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Bool, Float32, String
+from std_msgs.msg import Bool, Float32, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from dial_ros.nodes.qos import QOS_SENSOR
+from dial_ros.evaluate.smoothness import command_smoothness, switch_indices
+from dial_ros.nodes.qos import QOS_COMMAND, QOS_SENSOR
 from dial_ros.sim.gr1_env import SUCCESS_HOLD_S
-from dial_ros.topics import (TOPIC_EXPERT_EPISODE, TOPIC_INTENT, TOPIC_PROGRESS,
-                             TOPIC_SUCCESS)
+from dial_ros.topics import (TOPIC_CHUNK, TOPIC_COMMAND, TOPIC_EXPERT_EPISODE, TOPIC_INTENT,
+                             TOPIC_PROGRESS, TOPIC_SUCCESS)
 
 QOS_STATE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                        history=HistoryPolicy.KEEP_LAST)
+# the command QoS with a deep reader queue: a message dropped here would look like a jump
+QOS_COMMANDS = QoSProfile(depth=1000, reliability=QOS_COMMAND.reliability,
+                          history=QOS_COMMAND.history)
 
 
 class EpisodeRunner:
     """Runs episodes on ``client`` (a GraphClient) and returns one dict per episode."""
 
-    def __init__(self, client, driver, timeout_s, settle_s=1.0, record=False):
+    def __init__(self, client, driver, timeout_s, settle_s=1.0, record=False,
+                 command_rate_hz=200.0):
         self.client, self.driver = client, driver
         self.timeout_s, self.settle_s, self.record = timeout_s, settle_s, record
         self.success = client.collect(Bool, TOPIC_SUCCESS, QOS_STATE)
         self.progress = client.collect(Float32, TOPIC_PROGRESS, QOS_STATE)
         self.events = client.collect(String, TOPIC_EXPERT_EPISODE, QOS_STATE)
         self.expert_episodes = 0
+        self.command_rate_hz = command_rate_hz
+        self.commands, self.chunks = [], []
+        if driver == 'policy':  # stamped with the DDS reader's arrival time (both alike)
+            from dial_ros.msg import ActionChunk
+            node = client.node
+            node.create_subscription(Float64MultiArray, TOPIC_COMMAND, lambda m, info:
+                                     self.commands.append((info['received_timestamp'],
+                                                           m.data)), QOS_COMMANDS)
+            node.create_subscription(ActionChunk, TOPIC_CHUNK, lambda m, info:
+                                     self.chunks.append(info['received_timestamp']),
+                                     QOS_STATE)
 
     def wait_ready(self, timeout=120.0):
         """Wait until the sim steps and the driver is up; TimeoutError says what is missing."""
@@ -76,6 +93,8 @@ class EpisodeRunner:
         c.run(self.settle_s)
         if self.record:
             c.call(Trigger, '/recorder/start', Trigger.Request())
+        self.commands.clear()
+        self.chunks.clear()
         self._controller('activate')
         result = self._watch(time.monotonic(), lambda: False)
         self._controller('deactivate')
@@ -83,7 +102,18 @@ class EpisodeRunner:
             outcome = 'stop_success' if result['success'] else 'stop_fail'
             c.call(Trigger, f'/recorder/{outcome}', Trigger.Request())
         return {'split': split.name, 'episode': episode, 'seed': split.seed(episode),
-                **result}
+                **result, 'smoothness': self._smoothness()}
+
+    def _smoothness(self):
+        """Step and switch jerk of this episode's commands (see smoothness.py), or None."""
+        if len(self.commands) < 4:
+            return None
+        times = [t for t, _ in self.commands]
+        # the first chunk takes over from the hold/ramp, not from another chunk
+        switches = switch_indices(times, sorted(self.chunks)[1:])
+        result = command_smoothness([list(q) for _, q in self.commands],
+                                    self.command_rate_hz, switches)
+        return {k: v if not isinstance(v, float) else round(v, 6) for k, v in result.items()}
 
     def _watch(self, start, finished):
         """Follow success and progress from ``start`` until success, ``finished()`` or the

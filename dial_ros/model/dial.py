@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dial_ros.model import flow_sampler
 from dial_ros.model.config import STAGES
 from dial_ros.model.system1 import System1
 from dial_ros.model.system2 import Qwen25VLAdapter, System2
@@ -218,8 +219,12 @@ class DialModel(nn.Module):
 
     @torch.no_grad()
     def sample_actions(self, intent, obs_tokens, state, state_mask, embodiment, features=(),
-                       steps=None, noise=None, generator=None):
-        """K Euler steps of the flow from noise (tau=0) to actions (tau=1): (B, H, A)."""
+                       steps=None, noise=None, generator=None, fast=True):
+        """K Euler steps of the flow from noise (tau=0) to actions (tau=1): (B, H, A).
+
+        ``fast``: run :mod:`dial_ros.model.flow_sampler` (same result to float32 rounding)
+        where it applies (eval mode, one embodiment); False: the reference loop below.
+        """
         cfg = self.config.system1
         steps = steps or cfg.inference_steps
         b = obs_tokens.shape[0]
@@ -227,7 +232,11 @@ class DialModel(nn.Module):
         if noise is None:
             noise = torch.randn(shape, generator=generator, device=obs_tokens.device)
         actions = noise.to(obs_tokens.dtype)
-        context = self.system1.fuse(self._condition(intent), self.normalize_tokens(obs_tokens))
+        condition, obs = self._condition(intent), self.normalize_tokens(obs_tokens)
+        if fast and flow_sampler.supports(self.system1, embodiment):
+            return flow_sampler.sample(self.system1, condition, obs, state, state_mask,
+                                       embodiment, actions, steps, features)
+        context = self.system1.fuse(condition, obs)
         state_token = self.system1.encode_state(state, state_mask, embodiment)
         cache = self.system1.context_cache(context)
         dt = 1.0 / steps

@@ -5,10 +5,13 @@ Three calls, matching the three processes of the ROS graph:
 ``act`` (System-1: an action chunk in joint units). Every input is checked for dtype, shape
 and finite values; a bad input raises ValueError naming the problem.
 """
+import math
+
 import numpy as np
 import torch
 
 from dial_ros.model.checkpoint import load_checkpoint
+from dial_ros.model.rtc import guided_sample_actions
 
 
 def check_image(image, size):
@@ -119,10 +122,15 @@ class DialPolicy:
             raise ValueError('predict_future: this model (GR00T-style) predicts no future')
         return predicted[0].float().cpu().numpy()
 
-    @torch.inference_mode()
     def act_normalized(self, obs_tokens, intent, joint_positions, seed=None, features=(),
-                       eef=None):
-        """Raw model output: (H, action_dim) in normalised units."""
+                       eef=None, prefix=None, prefix_weights=None, max_guidance=5.0):
+        """Raw model output: (H, action_dim) in normalised units.
+
+        With ``prefix`` (H, action_dim), normalised, and ``prefix_weights`` (H,) in [0, 1]
+        the chunk is sampled with RTC-style guidance towards the prefix (see
+        :mod:`dial_ros.model.rtc`; ``max_guidance`` is its beta). Without them the plain
+        sampler runs, unchanged.
+        """
         self._need('system1', 'act')
         check_array('obs_tokens', obs_tokens, self.token_shape)
         check_array('intent', intent, self.token_shape)
@@ -132,6 +140,7 @@ class DialPolicy:
         if self.model.system1.needs_vlm_features and not features:
             raise ValueError('features: this APT stage-2 model needs the gated-fusion features '
                              'returned by foresee(..., return_features=True)')
+        guide = self._guidance(prefix, prefix_weights, max_guidance)
         cfg = self.model.config.system1
         state, mask = self.embodiment.encode_state(joint_positions, eef)
         state_pad = np.zeros(cfg.max_state_dim, np.float32)
@@ -142,13 +151,51 @@ class DialPolicy:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         shape = (1, cfg.horizon, cfg.max_action_dim)
         noise = self.noise_scale * torch.randn(shape, generator=generator, device=self.device)
-        actions = self.model.sample_actions(
-            self._tensor(intent), self._tensor(obs_tokens), self._tensor(state_pad),
-            torch.from_numpy(mask_pad).to(self.device)[None], self._embodiment_id,
-            features=features, noise=noise)
+        inputs = (self._tensor(intent), self._tensor(obs_tokens), self._tensor(state_pad),
+                  torch.from_numpy(mask_pad).to(self.device)[None], self._embodiment_id)
+        if guide is None:
+            with torch.inference_mode():
+                actions = self.model.sample_actions(*inputs, features=features, noise=noise)
+        else:  # autograd inside (a VJP per step): not in inference mode
+            actions = guided_sample_actions(self.model, *inputs, *guide, max_guidance,
+                                            features=features, noise=noise)
         return actions[0, :, :self.embodiment.action_dim].float().cpu().numpy()
 
-    def act(self, obs_tokens, intent, joint_positions, seed=None, features=(), eef=None):
-        """Action chunk in joint units: (H, J) joint position targets in ``joint_names`` order."""
-        raw = self.act_normalized(obs_tokens, intent, joint_positions, seed, features, eef)
+    def _guidance(self, prefix, weights, max_guidance):
+        """Padded (prefix, weights) tensors (1, H, max_action_dim), or None for plain sampling.
+
+        Only the embodiment's real action dims are guided; the padding dims get weight 0.
+        """
+        if prefix is None and weights is None:
+            return None
+        if prefix is None or weights is None:
+            raise ValueError('prefix/prefix_weights: give both or neither')
+        a = self.embodiment.action_dim
+        check_array('prefix', prefix, (self.horizon, a))
+        check_array('prefix_weights', weights, (self.horizon,))
+        if np.any(weights < 0) or np.any(weights > 1):
+            raise ValueError('prefix_weights: must lie in [0, 1]')
+        if not (isinstance(max_guidance, (int, float)) and 0 <= max_guidance < math.inf):
+            raise ValueError(f'max_guidance: expected a finite number >= 0, got '
+                             f'{max_guidance!r}')
+        full = self.model.config.system1.max_action_dim
+        target = np.zeros((self.horizon, full), np.float32)
+        mask = np.zeros((self.horizon, full), np.float32)
+        target[:, :a] = prefix
+        mask[:, :a] = np.asarray(weights, np.float32)[:, None]
+        return self._tensor(target), self._tensor(mask)
+
+    def joint_targets(self, raw):
+        """Normalised chunk (H, action_dim) -> joint position targets (H, J)."""
         return self.embodiment.joint_targets(self.embodiment.denormalize_action(raw))
+
+    def act(self, obs_tokens, intent, joint_positions, seed=None, features=(), eef=None,
+            prefix=None, prefix_weights=None, max_guidance=5.0):
+        """Action chunk in joint units: (H, J) joint position targets in ``joint_names`` order.
+
+        ``prefix``/``prefix_weights``/``max_guidance``: RTC-style guidance, as in
+        :meth:`act_normalized` (the prefix in normalised units).
+        """
+        raw = self.act_normalized(obs_tokens, intent, joint_positions, seed, features, eef,
+                                  prefix, prefix_weights, max_guidance)
+        return self.joint_targets(raw)

@@ -2,10 +2,15 @@
 
     python -m dial_ros.nodes.controller --ros-args -p control_rate_hz:=500
 
-Two loops in one process. Chunk inference (an executor timer, ``chunk_rate_hz``) runs
-DialPolicy.act on the newest valid intent, observation latent and joint state and pushes the
-chunk into a ChunkScheduler stamped with the observation time (latency compensation,
-blended transitions). The command stream (its own thread, ``control_rate_hz`` up to 1 kHz,
+Two loops in one process. Chunk inference is event-driven: each new observation latent
+wakes the inference thread, which runs DialPolicy.act on it, the newest valid intent and the
+joint state of that frame (an observation that arrived before any fresh intent is served
+when one arrives), and pushes the chunk into a ChunkScheduler stamped with the
+observation time (latency compensation, blended transitions); the command stream follows it
+from its next tick. ``chunk_rate_hz`` is an upper bound: a frame stamped less than
+0.9 / chunk_rate_hz after the previous chunk's frame is skipped (the slack absorbs camera
+jitter), so a 20 Hz camera with the default 10 Hz gives a chunk on every other frame, each
+computed the moment its frame arrives. The command stream (its own thread,
 see command_stream.py) samples the scheduler, passes the target through the SafetyFilter
 (limits, velocity, max step, ramp, hold on stale input, e-stop, dry run) and publishes it
 as Float64MultiArray (ros2_control JointGroupPositionController), JointTrajectory and/or
@@ -14,7 +19,7 @@ ros2_control forward controllers have no timeout of their own.
 
 Lifecycle (lifecycle.py): ``configure`` checks the parameters, loads System-1 and subscribes
 (inputs keep flowing while inactive, so the measured pose is fresh at activation);
-``activate`` starts inference and the command thread; ``deactivate`` stops both: an
+``activate`` starts the inference and command threads; ``deactivate`` stops both: an
 inactive controller sends no commands at all (a forward controller then keeps the last one,
 so the robot holds). ``activate`` resets the SafetyFilter, so the first command is the
 measured pose (or a ramp from it, ``max_step_rad`` per tick), never a jump to an old command
@@ -33,13 +38,13 @@ import threading
 import time
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
 
-from dial_ros.core.chunking import ChunkScheduler, INTERPOLATIONS
+from dial_ros.core.chunking import ChunkScheduler, frame_due, INTERPOLATIONS
 from dial_ros.core.safety import SafetyFilter, SafetyLimits, SafetyState
+from dial_ros.model.rtc import resample_prefix
 from dial_ros.msg import ActionChunk, LatentTensor
 from dial_ros.nodes import common
 from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
@@ -48,9 +53,11 @@ from dial_ros.nodes.lifecycle import ModelNode, free_memory
 from dial_ros.schema import setting
 
 OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
+TRANSITIONS = ('crossfade', 'rtc')
 FUTURE_TOLERANCE_S = 0.5   # inputs stamped further ahead than this: clocks disagree, drop
 LOG_THROTTLE_S = 2.0
 JUMP_BACK_S = 1.0          # an observation this much older than the chunk: the clock restarted
+IDLE_WAIT_S = 0.1          # the inference thread re-checks for stop at least this often
 # The GIL: torch releases it inside ops, but Python between ops holds it; a short switch
 # interval bounds how long the command thread waits for it (default 5 ms).
 SWITCH_INTERVAL_S = 0.0002
@@ -62,8 +69,10 @@ class Params:
 
     control_rate_hz: int = setting(200, 'joint command stream rate', low=1, high=1000,
                                    unit='Hz')
-    chunk_rate_hz: float = setting(10.0, 'action chunk inference rate', low=1.0, high=50.0,
-                                   unit='Hz')
+    chunk_rate_hz: float = setting(10.0, 'most action chunks per second: each new observation '
+                                   'triggers one, unless its frame is stamped less than '
+                                   '0.9 / chunk_rate_hz after the previous chunk\'s',
+                                   low=1.0, high=50.0, unit='Hz')
     chunk_dt_s: float = setting(0.05, 'seconds between chunk waypoints (1 / the control rate '
                                 'the model was trained at)', low=0.001, high=1.0, unit='s')
     intent_timeout_s: float = setting(1.0, 'hold when the newest intent is older than this '
@@ -83,6 +92,18 @@ class Params:
                                   high=2.0, unit='s')
     interpolation: str = setting('cubic', 'upsampling of chunk waypoints to the command rate',
                                  choices=INTERPOLATIONS)
+    chunk_transition: str = setting('crossfade', 'how a new chunk takes over: crossfade '
+                                    '(blend_time_s) or rtc (RTC-style guided sampling towards '
+                                    'the running chunk, then rtc_blend_time_s)',
+                                    choices=TRANSITIONS)
+    rtc_max_guidance: float = setting(5.0, 'rtc: largest guidance weight (beta; the paper '
+                                      'uses 5)', low=0.0, high=50.0)
+    rtc_delay_steps: int = setting(0, 'rtc: waypoints of the new chunk committed outright '
+                                   '(0: estimated from the observation age plus the last '
+                                   'inference time)', low=0, high=64)
+    rtc_blend_time_s: float = setting(0.02, 'rtc: crossfade after a guided chunk (the guidance '
+                                      'makes the chunks agree; this hides the residual)',
+                                      low=0.0, high=2.0, unit='s')
     action_noise_scale: float = setting(1.0, 'scale of the flow-matching starting noise of each '
                                         'chunk (1: sample the learned distribution; 0: '
                                         'deterministic, its central path)', low=0.0,
@@ -147,18 +168,22 @@ class ControllerNode(ModelNode):
         super().__init__('controller', **kwargs)
         self.params = common.declare_params(self, Params(), self._on_param, check_now=False)
         self.policy = self.model_id = self.spec = self.scheduler = self.safety = None
-        self.outputs = self.chunk_pub = self.stream = self._chunk_timer = None
+        self.outputs = self.chunk_pub = self.stream = self._inference = None
         self.subs = []
         self._active = False
         # the filter is driven by the stream thread and changed from executor threads
         self._safety_lock = threading.Lock()
         # held by inference; deactivate takes it, so no chunk is computed or sent after it
         self._infer_lock = threading.Lock()
+        # set by each observation and intent: wakes the inference thread
+        self._wake = threading.Event()
         self._estop = False  # latched before configure too; applied to each new filter
         self._intent = self._obs = self._joint = None
         self._instruction = ''
         self._obs_joints = {}     # stamp -> joint vector matched to that observation
         self._chunks, self._chunk_base, self._chunk_key, self._latencies = 0, 0, None, []
+        # rtc: the running chunk (normalised, t0, dt) and the last inference time (s)
+        self._running, self._infer_s, self._guided = None, 0.0, 0
         self._status, self._reason = None, 'starting'
         self._rejected, self._last_log, self._held = {}, {}, False
         self.create_subscription(Bool, common.TOPIC_ESTOP, self._on_estop, 10)
@@ -183,7 +208,7 @@ class ControllerNode(ModelNode):
         self.joint_names = list(self.spec.joint_names)
         self.shape = tuple(self.policy.token_shape)
         self._joint_order = common.JointOrder(self.joint_names)
-        self.scheduler = ChunkScheduler(p.chunk_dt_s, p.blend_time_s, p.interpolation,
+        self.scheduler = ChunkScheduler(p.chunk_dt_s, self._blend_time(), p.interpolation,
                                         num_joints=len(self.joint_names))
         with self._safety_lock:
             self.safety = SafetyFilter(self._limits(), p.ramp_time_s, stale_timeout_s=1.0,
@@ -219,26 +244,29 @@ class ControllerNode(ModelNode):
         self._chunk_key, self._chunk_base = None, self._chunks
         self._status, self._reason = None, 'activating'
         self._active = True
-        # inference in its own group: a slow chunk never delays input callbacks
-        self._chunk_timer = self.create_timer(1.0 / p.chunk_rate_hz, self._infer,
-                                              MutuallyExclusiveCallbackGroup())
         self.stream = CommandStream(self._tick, p.control_rate_hz, self._on_tick_error,
                                     priority=p.realtime_priority,
                                     logger=self.get_logger())
         self.stream.set_process_priority(p.process_priority)  # threads started later inherit
         self.stream.start()
+        # inference on its own thread, woken by observations: a chunk never waits for an
+        # executor slot, and a slow chunk never delays the input callbacks
+        self._inference = threading.Thread(target=self._infer_loop, name='chunk_inference',
+                                           daemon=True)
+        self._inference.start()
         self.get_logger().info(
-            f'active: commands at {p.control_rate_hz} Hz on {p.output_forms}, chunks at '
-            f'{p.chunk_rate_hz} Hz{" (DRY RUN)" if p.dry_run else ""}')
+            f'active: commands at {p.control_rate_hz} Hz on {p.output_forms}, a chunk per new '
+            f'observation (at most {p.chunk_rate_hz} Hz){" (DRY RUN)" if p.dry_run else ""}')
 
     def deactivate(self):
         if not self._active:
             return
         with self._infer_lock:
             self._active = False
-            if self._chunk_timer is not None:
-                self.destroy_timer(self._chunk_timer)
-            self._chunk_timer = None
+        self._wake.set()  # wake the inference thread so it sees the stop
+        if self._inference is not None:
+            self._inference.join(5.0)
+        self._inference = None
         if self.stream is not None:
             self.stream.stop()  # joins the thread: no command is sent after this
         self.stream = None
@@ -270,6 +298,10 @@ class ControllerNode(ModelNode):
         return SafetyLimits(self.spec.position_lower, self.spec.position_upper,
                             self.spec.velocity_limit * p.velocity_scale, p.max_step_rad)
 
+    def _blend_time(self):
+        p = self.params
+        return p.rtc_blend_time_s if p.chunk_transition == 'rtc' else p.blend_time_s
+
     @staticmethod
     def _periods(rate_hz):
         # a late tick earns at most 0.1 s (or one period) of velocity budget
@@ -292,11 +324,10 @@ class ControllerNode(ModelNode):
             stream.set_priority(value)
         elif name == 'process_priority' and stream is not None:
             stream.set_process_priority(value)
-        elif name == 'chunk_rate_hz' and self._chunk_timer is not None:
-            self._chunk_timer.timer_period_ns = int(1e9 / value)
-        elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation'):
+        elif name in ('chunk_dt_s', 'blend_time_s', 'interpolation', 'chunk_transition',
+                      'rtc_blend_time_s'):
             if self.scheduler is not None:
-                self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=p.blend_time_s,
+                self.scheduler.set_params(dt=p.chunk_dt_s, blend_time_s=self._blend_time(),
                                           interpolation=p.interpolation)
         elif name in ('ramp_time_s', 'dry_run'):
             with self._safety_lock:
@@ -381,6 +412,9 @@ class ControllerNode(ModelNode):
             return self._reject('intent', err)
         expires = stamp + msg.valid_for if msg.valid_for > 0 else math.inf
         self._intent = _Input(tensor, stamp, expires, (stamp, msg.seq), msg.header.stamp)
+        # an observation that came before any fresh intent gets its chunk now (a frame that
+        # already has one is not due again: chunking.frame_due)
+        self._wake.set()
 
     def _on_observation(self, msg):
         try:
@@ -389,6 +423,7 @@ class ControllerNode(ModelNode):
             return self._reject('observation', err)
         # the newest arrival, even if the clock went back
         self._obs = _Input(tensor, stamp, stamp_msg=msg.header.stamp)
+        self._wake.set()
 
     def _joints(self, msg):
         """Return (positions in embodiment order, stamp) of a JointState; ValueError if bad."""
@@ -454,32 +489,49 @@ class ControllerNode(ModelNode):
                 return f'{name} stale ({age:.2f} s old, timeout {timeout:.2f} s)'
         return ''
 
-    # --- chunk inference (executor thread) -----------------------------------------------
-    def _infer(self):
-        with self._infer_lock:
-            if self._active:
-                self._infer_chunk()
+    # --- chunk inference (its own thread) -----------------------------------------------
+    def _infer_loop(self):
+        """Compute a chunk for each new observation until deactivated."""
+        while self._active:
+            if not self._wake.wait(IDLE_WAIT_S):
+                continue
+            self._wake.clear()  # an observation arriving from here on wakes us again
+            with self._infer_lock:
+                if not self._active:
+                    return
+                try:
+                    self._infer_chunk()
+                except Exception as err:  # noqa: BLE001 - keep serving the next frames
+                    self._reject('chunk', f'{type(err).__name__}: {err}')
 
     def _infer_chunk(self):
         now = self._now()
         intent, obs, joint = self._intent, self._obs, self._joint
         if self._stale(now) or (obs.stamp, intent.key) == self._chunk_key:
             return  # nothing new to condition on; the stream holds or follows the last chunk
+        if not frame_due(self._chunk_key and self._chunk_key[0], obs.stamp,
+                         self.params.chunk_rate_hz):
+            return  # the chunk_rate_hz bound: skip this frame, a later one will be used
         if self.scheduler.t0 is not None and obs.stamp < self.scheduler.t0 - JUMP_BACK_S:
             self.get_logger().warning('time jumped back (sim or bag restart): old chunk dropped')
             self.scheduler.reset()
         start = time.perf_counter()
         try:
             state = self._obs_joints.get(obs.stamp, joint.value)
-            chunk = self.policy.act(obs.value, intent.value, state,
-                                    seed=self.params.seed + self._chunks)
+            guidance = self._rtc_guidance(now, obs.stamp)
+            raw = self.policy.act_normalized(obs.value, intent.value, state,
+                                             seed=self.params.seed + self._chunks, **guidance)
+            chunk = self.policy.joint_targets(raw)
             self.scheduler.push(chunk, obs.stamp, self._now(), dt=self.params.chunk_dt_s)
         except ValueError as err:
             return self._reject('chunk', err)
+        self._infer_s = time.perf_counter() - start
         if self.scheduler.last_skipped >= len(chunk):
             return self._reject('chunk', f'entirely in the past ({now - obs.stamp:.2f} s after '
                                 f'its observation)')
-        self._latencies.append(time.perf_counter() - start)
+        self._running = (raw, obs.stamp, self.params.chunk_dt_s)
+        self._guided += bool(guidance)
+        self._latencies.append(self._infer_s)
         self._chunks += 1
         self._chunk_key = (obs.stamp, intent.key)
         msg = ActionChunk(joint_names=self.joint_names, horizon=len(chunk),
@@ -490,6 +542,20 @@ class ControllerNode(ModelNode):
         msg.latent_stamp = _copy_stamp(intent.stamp_msg)
         msg.positions = array.array('d', np.ascontiguousarray(chunk, np.float64).tobytes())
         self.chunk_pub.publish(msg)
+
+    def _rtc_guidance(self, now, t0):
+        """act() keywords that guide the new chunk towards the running one (rtc), or {}."""
+        p, running = self.params, self._running
+        # none after a reset (activation, e-stop, clock jump): the scheduler forgot it too
+        if p.chunk_transition != 'rtc' or running is None or running[1] != self.scheduler.t0:
+            return {}
+        raw, t0_running, dt = running
+        # waypoints due before this chunk can be pushed: the running chunk executes them
+        delay = p.rtc_delay_steps or math.ceil((now - t0 + self._infer_s) / dt)
+        target, weights = resample_prefix(raw, t0_running, t0, dt, len(raw), delay,
+                                          p.interpolation)
+        return {'prefix': target, 'prefix_weights': weights,
+                'max_guidance': p.rtc_max_guidance}
 
     # --- command stream (its own thread) -------------------------------------------------
     def _tick(self):
@@ -525,6 +591,7 @@ class ControllerNode(ModelNode):
     def _publish_diagnostics(self):
         lifecycle = self.lifecycle_state
         values = {'state': lifecycle, 'estop': self._estop, 'chunks': self._chunks,
+                  'chunks_guided': self._guided,
                   'model_id': self.model_id or '',
                   'commands_sent': 0 if self.outputs is None else self.outputs.sent}
         if lifecycle != 'active':  # nothing is commanded
