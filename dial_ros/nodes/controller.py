@@ -633,7 +633,10 @@ def _copy_stamp(stamp):
 
 
 def main(args=None):
-    return common.run_node(ControllerNode, args, threads=3)
+    # one executor thread: inference and the command stream have threads of their own, and
+    # rclpy's MultiThreadedExecutor spun a FIFO-priority core at ~45 % beside the command
+    # thread (see common.run_node), starving perception and the sim
+    return common.run_node(ControllerNode, args)
 
 
 if __name__ == '__main__':
