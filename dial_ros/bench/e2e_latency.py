@@ -8,7 +8,9 @@ listens from this process. The controller stamps every action chunk with the obs
 pushed, so the first command that arrives after a chunk with a new observation stamp is
 the first command computed from that frame. Latency = arrival of that command (DDS receive
 time, this host's clock) - the frame's stamp (the sim stamps frames with the same clock).
-Also reported, stage by stage: camera -> observation latent (render, transport, ViT),
+Also reported, stage by stage: camera -> image published (the sim's render: a real camera's
+readout), image published -> first command (the image's DDS source timestamp, i.e. what the
+stack adds once the frame exists), camera -> observation latent (+ transport, ViT),
 camera -> chunk (+ System-1), and the age of the intent each chunk used (System-2 runs
 asynchronously, so its intent is older than the frame).
 """
@@ -53,10 +55,18 @@ class Listener:
         self.pending = None  # (observation stamp, chunk arrival)
         self.seen = set()
         self.e2e, self.to_chunk, self.intent_age, self.to_latent = [], [], [], []
+        # frame stamp -> when the sim published the image (its render time: a real camera's
+        # readout), and the latency counted from that publication instead of the stamp
+        self.published, self.to_image, self.from_published = {}, [], []
         node.create_subscription(ActionChunk, TOPIC_CHUNK, self.on_chunk,
                                  QOS_LATENT)
         node.create_subscription(LatentTensor, TOPIC_OBSERVATION, self.on_observation,
                                  QOS_LATENT)
+        from sensor_msgs.msg import Image
+
+        from dial_ros.nodes.qos import QOS_SENSOR
+        from dial_ros.topics import TOPIC_IMAGE
+        node.create_subscription(Image, TOPIC_IMAGE, self.on_image, QOS_SENSOR)
         node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self.on_command,
                                  QOS_COMMAND)
 
@@ -74,6 +84,15 @@ class Listener:
             if latent > 0:
                 self.intent_age.append(obs - latent)
 
+    def on_image(self, msg, info):
+        from dial_ros.codecs import stamp_to_sec
+        stamp, sent = stamp_to_sec(msg.header.stamp), info['source_timestamp'] * 1e-9
+        with self.lock:
+            self.published[stamp] = sent
+            self.to_image.append(sent - stamp)
+            if len(self.published) > 200:
+                self.published.pop(next(iter(self.published)))
+
     def on_observation(self, msg, info):
         from dial_ros.codecs import stamp_to_sec
         with self.lock:
@@ -85,6 +104,9 @@ class Listener:
         with self.lock:
             if self.pending is not None and arrived >= self.pending[1]:
                 self.e2e.append(arrived - self.pending[0])
+                published = self.published.get(self.pending[0])
+                if published is not None:
+                    self.from_published.append(arrived - published)
                 self.pending = None
 
 
@@ -120,16 +142,21 @@ def main(argv=None):
             listener.to_chunk.clear()
             listener.intent_age.clear()
             listener.to_latent.clear()
+            listener.to_image.clear()
+            listener.from_published.clear()
         time.sleep(args.duration)
         with listener.lock:
             e2e, to_chunk = list(listener.e2e), list(listener.to_chunk)
             intent_age, to_latent = list(listener.intent_age), list(listener.to_latent)
+            to_image, from_published = list(listener.to_image), list(listener.from_published)
     finally:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         procs.stop(launch, signal.SIGINT, timeout=40)
     result = {'samples': len(e2e), **percentiles(e2e),
+              'camera_to_image_published': percentiles(to_image),
+              'image_published_to_first_command': percentiles(from_published),
               'camera_to_observation_latent': percentiles(to_latent),
               'camera_to_chunk': percentiles(to_chunk),
               'intent_age_at_chunk': percentiles(intent_age),
@@ -139,7 +166,8 @@ def main(argv=None):
     print('metric | p50 ms | p99 ms | max ms | samples')
     print(f"camera -> first command | {result['p50_ms']} | {result['p99_ms']} | "
           f"{result['max_ms']} | {len(e2e)}")
-    for key in ('camera_to_observation_latent', 'camera_to_chunk', 'intent_age_at_chunk'):
+    for key in ('camera_to_image_published', 'image_published_to_first_command',
+                'camera_to_observation_latent', 'camera_to_chunk', 'intent_age_at_chunk'):
         r = result[key]
         print(f"{key} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} |")
     with open(args.json, 'w') as f:

@@ -12,7 +12,10 @@ Qwen2.5-VL checkpoint, otherwise the published Qwen2.5-VL-3B architecture with r
 Timed calls: ViT encode = ``DialPolicy.encode_frame`` (perception), System-2 intent =
 ``DialPolicy.foresee`` (intent node), System-1 chunk = ``DialPolicy.act`` (the controller's
 whole call: input checks, state encoding, seeded noise, K flow steps, denormalisation).
-Median and p99 over ``--repeats`` after ``--warmup``; the load average goes into the JSON.
+Median and p99 over ``--repeats`` after ``--warmup``, back to back; then ViT and System-1
+again at ``--pace-hz`` (20: one call per camera frame, the core idle in between, as in the
+launch), which costs more here (cold caches, an idle core waking). The load average goes into
+the JSON.
 """
 import argparse
 import json
@@ -29,13 +32,15 @@ import torch
 INSTRUCTION = 'pick up the cube and lift it'
 
 
-def measure(fn, repeats, warmup, sync):
-    """Median and p99 of ``fn``'s wall time in ms."""
+def measure(fn, repeats, warmup, sync, gap_s=0.0):
+    """Median and p99 of ``fn``'s wall time in ms; ``gap_s`` of idle before each call."""
     for i in range(warmup):
         fn(i)
     times = []
     for i in range(repeats):
         sync()
+        if gap_s:
+            time.sleep(gap_s)
         start = time.perf_counter()
         fn(i)
         sync()
@@ -79,7 +84,7 @@ def policies(scale, checkpoint, vlm_path, device):
     return policy, policy, policy
 
 
-def run_scale(scale, checkpoint, vlm_path, repeats, warmup):
+def run_scale(scale, checkpoint, vlm_path, repeats, warmup, pace_hz=20.0):
     device = 'cuda' if scale == 'paper' else 'cpu'
     if device == 'cpu':
         torch.set_num_threads(1)
@@ -100,6 +105,19 @@ def run_scale(scale, checkpoint, vlm_path, repeats, warmup):
     s2 = measure(lambda i: intent_node.foresee(tokens, INSTRUCTION), repeats, warmup, sync)
     s1 = measure(lambda i: controller.act(tokens, intent, joints, seed=i), repeats, warmup,
                  sync)
+    # as the nodes call them: one call per frame (20 Hz), the core idle in between, so
+    # caches and the CPU's idle state cost what they cost in the launch
+    paced = {}
+    if device == 'cpu' and pace_hz > 0:
+        n = max(20, repeats // 3)
+        gap = 1.0 / pace_hz
+        paced = {'paced_hz': pace_hz, 'paced_repeats': n}
+        for name, fn in (('vit_encode', lambda i: vision.encode_frame(image)),
+                         ('system1_chunk', lambda i: controller.act(tokens, intent, joints,
+                                                                    seed=i))):
+            median, p99 = measure(fn, n, 3, sync, gap)
+            paced.update({f'{name}_paced_ms': round(median, 3),
+                          f'{name}_paced_p99_ms': round(p99, 3)})
     if device == 'cpu':
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     else:
@@ -118,6 +136,7 @@ def run_scale(scale, checkpoint, vlm_path, repeats, warmup):
         'image_px': cfg.vlm.image_size, 'repeats': repeats,
         'loadavg_before': [round(x, 2) for x in load_before],
         'loadavg_after': [round(x, 2) for x in os.getloadavg()],
+        **paced,
     }
 
 
@@ -131,6 +150,9 @@ def main(argv=None):
     parser.add_argument('--vlm-path', default='', help='local Qwen2.5-VL checkpoint folder')
     parser.add_argument('--repeats', type=int, default=300)
     parser.add_argument('--warmup', type=int, default=20)
+    parser.add_argument('--pace-hz', type=float, default=20.0,
+                        help='also time ViT and System-1 called at this rate, idle between '
+                        '(as the nodes run; 0: skip)')
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error('--repeats must be >= 1 and --warmup >= 0')
@@ -142,12 +164,17 @@ def main(argv=None):
             skipped.append({'scale': 'paper', 'reason': 'no CUDA device on this machine'})
             continue
         results.append(run_scale(scale, args.checkpoint, args.vlm_path, args.repeats,
-                                 args.warmup))
+                                 args.warmup, args.pace_hz))
     cols = ['scale', 'device', 'system2_intent_ms', 'system2_intent_p99_ms', 'system1_chunk_ms',
             'system1_chunk_p99_ms', 'vit_encode_ms', 'vit_encode_p99_ms', 'peak_mem_mb']
     print(' | '.join(cols))
     for r in results:
         print(' | '.join(str(r[c]) for c in cols))
+    for r in results:
+        if 'system1_chunk_paced_ms' in r:
+            print(f"paced at {r['paced_hz']} Hz: system1_chunk {r['system1_chunk_paced_ms']} "
+                  f"(p99 {r['system1_chunk_paced_p99_ms']}), vit_encode "
+                  f"{r['vit_encode_paced_ms']} (p99 {r['vit_encode_paced_p99_ms']}) ms")
     for s in skipped:
         print(f"{s['scale']}: skipped ({s['reason']})")
     with open(args.json, 'w') as f:
