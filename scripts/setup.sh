@@ -32,13 +32,16 @@ want="$(cat requirements.txt setup.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies into $VENV"
   "$PY" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v 'is ignored' || true
-  "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v 'is ignored' || true
-  "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
-    | grep -v 'is ignored' || true
+  # a failed install stops here (pipefail: pip's status, not grep's), before the stamp
+  # below marks the environment as done
+  pip_install() {
+    "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v 'is ignored' || true; }
+  }
+  pip_install torch==2.13.0
+  pip_install -r requirements.txt
   # compat mode: a plain .pth path entry, so the generated message modules (installed as
   # a `dial_ros` namespace portion in site-packages) merge with this source package.
-  "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . \
-    --config-settings editable_mode=compat 2>&1 | grep -v 'is ignored' || true
+  pip_install --no-deps -e . --config-settings editable_mode=compat
   "$PY" -c "import torch, transformers; assert torch.__version__.startswith('2.13.0'), torch.__version__"
   if "$PY" -c "import torchvision" 2>/dev/null; then
     log "torchvision must not be installed (it breaks transformers' processors here)"; exit 1
