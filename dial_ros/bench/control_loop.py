@@ -155,7 +155,7 @@ def run_feeder(args):
 class Bench:
     """The benchmark's receiver node: command arrival times, diagnostics, the rate parameter."""
 
-    def __init__(self, domain):
+    def __init__(self, domain, receive=True):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rcl_interfaces.srv import SetParameters
@@ -168,13 +168,14 @@ class Bench:
         rclpy.init(context=self.context, domain_id=domain)
         self.node = node = rclpy.create_node('control_loop_bench', context=self.context)
         self.lock = threading.Lock()
-        self.times, self.diags = [], []
+        self.times, self.diags, self.receive = [], [], receive
         # arrival times come from the middleware (message info), not from when this Python
         # executor gets to the callback; raw (no deserialisation) and a deep queue, so that
         # a slow executor loses nothing
         deep = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self._on_command,
-                                 deep, raw=True)
+        if receive:  # --no-receive: no reader of its own on the command topic
+            node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self._on_command,
+                                     deep, raw=True)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.params = node.create_client(SetParameters, '/controller/set_parameters')
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -229,7 +230,8 @@ def wait_tracking(bench, proc, timeout):
         if proc.poll() is not None:
             raise RuntimeError(f'controller exited with {proc.returncode}')
         diags = bench.diagnostics_since(start)
-        if diags and int(diags[-1][2].get('chunks', 0)) > 0 and bench.times:
+        if diags and int(diags[-1][2].get('chunks', 0)) > 0 and (
+                bench.times or not bench.receive):
             return time.perf_counter() - start
         time.sleep(0.2)
     raise RuntimeError(f'controller not tracking after {timeout} s')
@@ -369,6 +371,8 @@ def main(argv=None):
     parser.add_argument('--process-priority', type=int, default=10,
                         help="the controller's process_priority where realtime_priority > 0")
     parser.add_argument('--gil-probe-s', type=float, default=5.0, help='0 to skip')
+    parser.add_argument('--no-receive', action='store_true',
+                        help='send side only: the benchmark does not subscribe to the commands')
     parser.add_argument('--embodiment', default='gr1_sim')
     parser.add_argument('--warmup', type=float, default=3.0)
     parser.add_argument('--startup-timeout', type=float, default=90.0)
@@ -403,7 +407,7 @@ def main(argv=None):
         feeders = [procs.start(cmd, domain, log_dir / 'feeder.log')]
     else:
         feeders = start_nodes(domain, args.embodiment, log_dir)
-    bench = Bench(domain)
+    bench = Bench(domain, receive=not args.no_receive)
     runs, probe = [], None
     try:
         for priority in args.priorities:
