@@ -139,6 +139,15 @@ def running_node(module, domain, log_path, **params):
         stop_node(proc)
 
 
+def diagnostic_value(diagnostics, name, key):
+    """``key`` of status ``name`` (e.g. '/controller') in collected DiagnosticArrays, or None."""
+    for msg in diagnostics:
+        for status in msg.status:
+            if status.name == name:
+                return {kv.key: kv.value for kv in status.values}.get(key)
+    return None
+
+
 def lifecycle_state(peer, node, timeout=120.0):
     """The label of a lifecycle node's current state, through /<node>/get_state.
 

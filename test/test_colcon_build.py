@@ -141,7 +141,7 @@ def test_launch_from_the_install_runs_the_bundled_checkpoint(install_prefix, tmp
     which resolves the launch file, config and node wrappers through the ament index): the
     controller reports the bundled checkpoint's model id, not an untrained model's."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from rosgraph import domain_id, pids_of, RosPeer, stop
+    from rosgraph import diagnostic_value, domain_id, pids_of, RosPeer, stop
     domain = domain_id('colcon_launch')
     log = tmp_path / 'launch.log'
     cmd = [str(VENV / 'bin' / 'python'), '-m', 'dial_ros.launch_runner', 'dial_ros',
@@ -155,11 +155,7 @@ def test_launch_from_the_install_runs_the_bundled_checkpoint(install_prefix, tmp
         diagnostics = peer.collect(DiagnosticArray, '/diagnostics', 10, stamped=False)
 
         def model_id():
-            for msg in diagnostics:
-                for status in msg.status:
-                    if status.name == '/controller':
-                        return {kv.key: kv.value for kv in status.values}.get('model_id')
-            return None
+            return diagnostic_value(diagnostics, '/controller', 'model_id')
         assert peer.spin_until(lambda: model_id() is not None, 150), log.read_text()[-4000:]
         # the node runs from the install's `ros2 run` wrapper, not the source checkout
         assert pids_of(str(install_prefix / 'lib' / 'dial_ros' / 'controller'), domain)

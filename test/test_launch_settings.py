@@ -13,7 +13,8 @@ import subprocess
 import pytest
 import yaml
 
-from rosgraph import PYTHON, ROOT, child_env, domain_id, RosPeer, start, stop
+from rosgraph import (PYTHON, ROOT, child_env, diagnostic_value, domain_id, RosPeer, start,
+                      stop)
 
 PLAN = """
 import importlib.util, json, sys, types
@@ -84,11 +85,7 @@ def running_settings(arguments, log_path, names=('control_rate_hz', 'checkpoint'
             found[node] = {n: parameter_value_to_python(v) for n, v in zip(wanted, reply.values)}
 
         def model_id():
-            for msg in diagnostics:
-                for status in msg.status:
-                    if status.name == '/controller':
-                        return {kv.key: kv.value for kv in status.values}.get('model_id')
-            return None
+            return diagnostic_value(diagnostics, '/controller', 'model_id')
         assert peer.spin_until(lambda: model_id() is not None, 60), log_path.read_text()[-3000:]
         return found, model_id()
     finally:

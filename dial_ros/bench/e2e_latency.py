@@ -45,12 +45,12 @@ class Listener:
     """Pairs chunks (by observation stamp) with the first command that follows them."""
 
     def __init__(self, node):
+        from sensor_msgs.msg import Image
         from std_msgs.msg import Float64MultiArray
 
-        from dial_ros.msg import ActionChunk
-        from dial_ros.msg import LatentTensor
-        from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATENT
-        from dial_ros.topics import TOPIC_CHUNK, TOPIC_COMMAND, TOPIC_OBSERVATION
+        from dial_ros.msg import ActionChunk, LatentTensor
+        from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATENT, QOS_SENSOR
+        from dial_ros.topics import TOPIC_CHUNK, TOPIC_COMMAND, TOPIC_IMAGE, TOPIC_OBSERVATION
         self.lock = threading.Lock()
         self.pending = None  # (observation stamp, chunk arrival)
         self.seen = set()
@@ -62,10 +62,6 @@ class Listener:
                                  QOS_LATENT)
         node.create_subscription(LatentTensor, TOPIC_OBSERVATION, self.on_observation,
                                  QOS_LATENT)
-        from sensor_msgs.msg import Image
-
-        from dial_ros.nodes.qos import QOS_SENSOR
-        from dial_ros.topics import TOPIC_IMAGE
         node.create_subscription(Image, TOPIC_IMAGE, self.on_image, QOS_SENSOR)
         node.create_subscription(Float64MultiArray, TOPIC_COMMAND, self.on_command,
                                  QOS_COMMAND)
