@@ -585,6 +585,10 @@ class ControllerNode(ModelNode):
                                 'info')
 
     def _on_tick_error(self, err):
+        if not self.context.ok():
+            # Ctrl-C shut the context down before close() stopped the stream: nothing can
+            # be published any more, and close() is about to stop this thread
+            return
         self._reject('tick', f'{type(err).__name__}: {err} (holding)')
 
     # --- diagnostics ---------------------------------------------------------------------
