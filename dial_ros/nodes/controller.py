@@ -502,6 +502,8 @@ class ControllerNode(ModelNode):
                 try:
                     self._infer_chunk()
                 except Exception as err:  # noqa: BLE001 - keep serving the next frames
+                    if not self.context.ok():
+                        return  # Ctrl-C shut the context down: close() stops this thread
                     self._reject('chunk', f'{type(err).__name__}: {err}')
 
     def _infer_chunk(self):

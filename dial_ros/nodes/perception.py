@@ -276,6 +276,8 @@ class PerceptionNode(ModelNode):
                     if self._publishing:
                         self._encode(items)
             except Exception as err:  # the worker must survive any single frame
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down: nothing can be published now
                 self._reject('encode_errors', '', f'encoding failed: {err!r}; frame dropped')
 
     def _encode(self, items):
