@@ -12,6 +12,7 @@ import pytest
 
 import rosgraph
 from test_dataset_bags import robot_tags, T0, write_episode
+from test_launch_settings import launch_plan
 from test_node_controller import check_safe, controller, moving, RATE
 from test_recorder import bag_info, call, Feeder, start_recorder, wait_for
 
@@ -171,3 +172,12 @@ def test_safety_resume_ramps_from_the_last_command_or_from_the_measured_pose():
     f.resume()                      # hand-back: back to the measured pose first
     cmds = run(0.5, 100)
     assert np.abs(np.diff(cmds, axis=0)).max() <= 0.01 + 1e-9 and cmds.min() < 0.3
+
+
+def test_launch_driver_dagger_runs_the_policy_with_the_expert_as_its_teleop_source():
+    plan = launch_plan('driver:=dagger', 'record:=true')
+    assert {'controller', 'expert', 'recorder'} <= set(plan)
+    assert plan['expert'][1] == {'teleop': True, 'take_over': True,
+                                 'takeover_delay_min_s': 1.0, 'takeover_delay_max_s': 8.0}
+    assert plan['recorder'][1]['follow_expert'] is True
+    assert plan['recorder'][1]['source'] == 'policy'
