@@ -105,7 +105,7 @@ class Params:
                                  read_only=True)
     teleop: bool = setting(False, 'publish the targets on /dial/teleop/joint_commands (the '
                            'controller forwards them while yielded, ~/take_over) instead of '
-                           '/dial/joint_commands')
+                           '/dial/joint_commands (read at start-up)', read_only=True)
     take_over: bool = setting(False, 'start each episode from the measured state (the phase '
                               'from where the robot is) instead of the reset pose; with '
                               'autoreset false: take over without resetting')
@@ -169,10 +169,10 @@ class ExpertNode(Node):
         self._steps, self._since, self._seed, self._task, self._begin = 0, 0.0, None, None, 0.0
         self._joints = self._pose = None       # (stamp s, value) of the newest message
         self._success = (0.0, False)
-        self.pub_command = self.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
-                                                 common.QOS_COMMAND)
-        self.pub_teleop = self.create_publisher(Float64MultiArray, TOPIC_TELEOP,
-                                                common.QOS_COMMAND)
+        # teleop: the controller forwards the targets; never a second publisher of commands
+        self.pub_command = self.create_publisher(
+            Float64MultiArray, TOPIC_TELEOP if self.params.teleop else common.TOPIC_COMMAND,
+            common.QOS_COMMAND)
         self.pub_label = self.create_publisher(JointState, TOPIC_LABEL, common.QOS_COMMAND)
         self.takeover_client = (self.create_client(SetBool, self.params.takeover_service)
                                 if self.params.takeover_service else None)
@@ -322,8 +322,7 @@ class ExpertNode(Node):
         command = label if self.noise is None else self.noise(label, self.expert.phase)
         self.pub_label.publish(JointState(header=Header(stamp=stamp), name=self.label_names,
                                           position=label.tolist()))
-        pub = self.pub_teleop if self.params.teleop else self.pub_command
-        pub.publish(Float64MultiArray(data=command.tolist()))
+        self.pub_command.publish(Float64MultiArray(data=command.tolist()))
         self._steps += 1
 
     def _running(self):
