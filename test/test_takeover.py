@@ -13,7 +13,7 @@ import pytest
 import rosgraph
 from test_dataset_bags import robot_tags, T0, write_episode
 from test_launch_settings import launch_plan
-from test_node_controller import check_safe, controller, moving, RATE
+from test_node_controller import check_safe, controller, moving, RATE, wait_for_log
 from test_recorder import bag_info, call, Feeder, start_recorder, wait_for
 
 from dial_ros import topics
@@ -60,6 +60,20 @@ def test_take_over_forwards_teleop_within_limits_then_hands_back_with_a_ramp(tmp
         _wait(lambda: sources[-1:] == ['teleop'], f'command source: {sources}')
         _wait(lambda: h.diagnostics and h.diagnostics[2].get('command_source') == 'teleop',
               f'diagnostics: {h.diagnostics}')
+
+        # the e-stop still wins over the teleop source; the release ramps back to it
+        assert h.call(h.estop_srv, h.SetBool.Request(data=True)).success
+        target[:] = np.clip(h.pose - 0.1, lower, upper)
+        time.sleep(0.3)
+        _, cmds = h.record(1.0)
+        assert len(cmds) > 0.8 * RATE and not moving(cmds)
+        assert h.call(h.estop_srv, h.SetBool.Request(data=False)).success
+        _, cmds = h.record(2.5)
+        check_safe(h, cmds)
+        np.testing.assert_allclose(cmds[-1], target, atol=1e-9)
+        # a malformed teleop message is dropped with a reason naming the topic
+        teleop.publish(Float64MultiArray(data=[0.0, 1.0]))
+        assert wait_for_log(h, 'teleop dropped: /dial/teleop/joint_commands: expected')
 
         teleop_on[0] = False   # a silent teleop source: hold, never follow the policy
         time.sleep(1.0)
