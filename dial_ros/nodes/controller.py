@@ -28,6 +28,9 @@ unconfigured). ``cleanup`` frees the model. A configure that cannot load the mod
 FAILURE, logs why and leaves the node 'unconfigured'. With ``autostart`` (default) the node
 configures and activates itself at start-up (if that fails the process exits 1); with
 ``autostart:=false`` it waits for /controller/change_state.
+
+``~/take_over`` (std_srvs/SetBool) yields the command stream to a teleop source and hands it
+back (takeover.py): the same safety filter, chunks idle meanwhile.
 """
 import array
 import dataclasses
