@@ -371,7 +371,7 @@ class ExpertNode(Node):
 
     def close(self):
         """Report an episode cut short (called by common.run_node before destroy_node)."""
-        if self.state == 'running':
+        if self.state in ('running', 'policy', 'taking_over'):
             try:
                 self._event('stop', outcome='aborted', steps=self._steps,
                             duration_s=round(time.monotonic() - self._started, 3))
