@@ -16,6 +16,11 @@ TOPIC_COMMAND = '/dial/joint_commands'             # std_msgs/Float64MultiArray
 TOPIC_TRAJECTORY = '/dial/joint_trajectory'        # trajectory_msgs/JointTrajectory
 TOPIC_COMMAND_STATE = '/dial/joint_command_state'  # sensor_msgs/JointState
 TOPIC_ESTOP = '/dial/estop'                        # std_msgs/Bool, true = stop
+# Operator takeover: a teleop source's targets (std_msgs/Float64MultiArray, the controller's
+# joint order), forwarded by the controller while yielded; who commands now (String: policy |
+# teleop, latched).
+TOPIC_TELEOP = '/dial/teleop/joint_commands'
+TOPIC_COMMAND_SOURCE = '/dial/command_source'
 TOPIC_SUCCESS = '/sim/task_success'                # std_msgs/Bool
 TOPIC_OBJECT_POSE = '/sim/object_pose'             # geometry_msgs/PoseStamped
 TOPIC_PROGRESS = '/sim/task_progress'              # std_msgs/Float32, 0..1 in thirds

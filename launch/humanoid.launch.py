@@ -3,6 +3,7 @@
     ros2 launch dial_ros humanoid.launch.py                     # embedded GR1 sim (default)
     ros2 launch dial_ros humanoid.launch.py sim:=false          # a real robot (ros2_control)
     ros2 launch dial_ros humanoid.launch.py driver:=expert record:=true   # record demos
+    ros2 launch dial_ros humanoid.launch.py driver:=dagger record:=true   # DAgger round
 
 Every node setting comes from the parameter file (`config:=`, default the installed
 config/humanoid.yaml); the arguments in OVERRIDES replace its value only when given on the
@@ -27,8 +28,9 @@ ARGUMENTS = [
     ('sim', 'true', 'run the embedded simulated GR1 humanoid (false: a robot is attached)'),
     ('config', PathJoinSubstitution([FindPackageShare('dial_ros'), 'config', 'humanoid.yaml']),
      'parameter file with one section per node'),
-    ('driver', 'policy', 'who commands the joints: policy (DIAL controller) or expert (the '
-                         'scripted IK expert, sim only)'),
+    ('driver', 'policy', 'who commands the joints: policy (DIAL controller), expert (the '
+                         'scripted IK expert, sim only) or dagger (the policy drives, the '
+                         'expert takes over through the controller after a random delay)'),
     ('record', 'false', 'start the demo recorder'),
     ('duration', '0', 'stop everything after this many seconds (0 = run until Ctrl-C)'),
 ]
@@ -91,7 +93,7 @@ def _nodes(context):
     def effective(name, node):
         return given[name] or _file_value(params, node, OVERRIDES[name][1])
     checkpoint = effective('checkpoint', 'controller') or ''
-    if not sim and driver == 'policy' and checkpoint == UNTRAINED:
+    if not sim and driver in ('policy', 'dagger') and checkpoint == UNTRAINED:
         raise RuntimeError(
             f"refusing checkpoint '{UNTRAINED}' with sim:=false: an untrained model's actions "
             'would go to a real robot; give a trained checkpoint folder, or leave checkpoint '
@@ -106,7 +108,12 @@ def _nodes(context):
     instruction = effective('instruction', 'intent')
     if instruction:
         extra['recorder']['instruction'] = ParameterValue(str(instruction), value_type=str)
-    extra['recorder']['follow_expert'] = driver == 'expert'
+    extra['recorder']['follow_expert'] = driver in ('expert', 'dagger')
+    if driver == 'dagger':   # the expert as the controller's teleop source (nodes/takeover.py)
+        extra['expert'].update(teleop=True, take_over=True)
+        if not _file_value(params, 'expert', 'takeover_delay_max_s'):
+            extra['expert'].update(takeover_delay_min_s=1.0, takeover_delay_max_s=8.0)
+        extra['recorder']['source'] = 'policy'   # 'intervention' once the expert drove
 
     def parameters(node):
         return [config, extra[node]] if extra[node] else [config]
@@ -122,11 +129,11 @@ def _nodes(context):
         LifecycleNode(package='dial_ros', executable='intent', name='intent', namespace='',
                       output='screen', parameters=parameters('intent')),
     ]
-    if driver == 'policy':
+    if driver in ('policy', 'dagger'):
         actions.append(LifecycleNode(package='dial_ros', executable='controller',
                                      name='controller', namespace='', output='screen',
                                      parameters=parameters('controller')))
-    elif driver == 'expert':
+    if driver in ('expert', 'dagger'):
         actions.append(Node(package='dial_ros', executable='expert', name='expert',
                             output='screen', parameters=parameters('expert')))
     if record:
@@ -136,9 +143,9 @@ def _nodes(context):
 
 
 def generate_launch_description():
+    drivers = {'choices': ['policy', 'expert', 'dagger']}
     args = [DeclareLaunchArgument(name, default_value=default, description=text,
-                                  **({'choices': ['policy', 'expert']} if name == 'driver'
-                                     else {}))
+                                  **(drivers if name == 'driver' else {}))
             for name, default, text in ARGUMENTS]
     args += [DeclareLaunchArgument(name, default_value='',
                                    description=text + ' (not given: the parameter file)')

@@ -62,7 +62,8 @@ def test_dagger_round_keeps_the_base_and_adds_expert_takeovers(tmp_path):
     assert sim_demos.generate(base, 2, seed=20000, max_episodes=5)['demos'] == 2
     out = tmp_path / 'agg'
     summary = dagger.generate(CHECKPOINT, out, 2, seed=41000, takeover_s=(0.5, 0.5),
-                              base=base, base_episodes=1)   # the first base demo only
+                              base=base, base_episodes=1,   # the first base demo only
+                              intervention_weight=2.0)
     assert summary['base_episodes'] == 1 and summary['takeovers'] == 2, summary
     assert summary['expert_successes'] >= 1, summary
     ds, first = DialDataset(out), DialDataset(base)
@@ -74,6 +75,7 @@ def test_dagger_round_keeps_the_base_and_adds_expert_takeovers(tmp_path):
     np.testing.assert_array_equal(ds.image(0, 5), first.image(0, 5))
     episodes = pq.read_table(next((out / 'meta' / 'episodes').rglob('*.parquet'))).to_pydict()
     assert episodes['source'] == ['teleop'] + ['intervention'] * summary['expert_successes']
+    assert episodes['weight'] == [1.0] + [2.0] * summary['expert_successes']
     taken = ds.episodes[1]
     assert ds.has_action[taken.start:taken.start + taken.length].all()
     rollouts = json.loads((out / 'meta' / 'info.json').read_text())['dial']['rollouts']

@@ -206,11 +206,15 @@ class SafetyFilter:
             self._estopped = False
             self.resume()
 
-    def resume(self):
+    def resume(self, from_measured=True):
         """Ramp the next tracked target in from the measured pose (after a pause in which the
-        arm may have moved), stepping from the last command sent, never jumping to the pose."""
+        arm may have moved), stepping from the last command sent, never jumping to the pose.
+
+        ``from_measured=False`` ramps from the last command instead (a new source of targets
+        takes over a stream that never paused, e.g. an operator taking over the policy).
+        """
         with self._lock:
-            self._ramp_from_measured = True
+            self._ramp_from_measured = bool(from_measured)
             self._tracking = False
             self._ramp_start = None
 

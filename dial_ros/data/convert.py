@@ -1,11 +1,15 @@
 """Convert recorded episodes (rosbag2 directories) into a LeRobot v3.0 dataset.
 
     python -m dial_ros.data.convert --bags recordings/ --out datasets/pick \\
-        --embodiment gr1_sim [--fps 20] [--skip-outcomes fail,discard] [--trim-idle]
+        --embodiment gr1_sim [--fps 20] [--skip-outcomes fail,discard] [--trim-idle] \\
+        [--skip-sources policy] [--intervention-weight 2]
 
 Each bag directory is one episode. A bag that cannot be used (unreadable, truncated to
 nothing, a missing topic, joint names that do not match the embodiment, no images) is
 skipped with a reason naming it, and the rest converts; the summary lists both.
+An episode tagged ``source: intervention`` with ``intervention_segments`` (the recorder's
+takeover tags, see ``interventions``) becomes one dataset episode per segment, each with
+the sampling weight ``--intervention-weight``.
 """
 import argparse
 import dataclasses
@@ -18,6 +22,7 @@ import time
 import numpy as np
 
 from dial_ros.data.align import align_episode
+from dial_ros.data import interventions
 from dial_ros.data.bag import EpisodeError, Topics, find_bags, read_episode, read_tags
 from dial_ros.data.lerobot import LeRobotWriter
 from dial_ros.data.video import pick_codec
@@ -69,12 +74,14 @@ def _resize(images, size):
 def convert(bags, out, embodiment='gr1_sim', fps=20.0, skip_outcomes=('fail', 'discard'),
             trim_idle=False, idle_threshold=0.01, tolerance=None, action_align='next',
             clock='bag', image_size=224, vcodec=None, overwrite=False, topics=None,
-            data_files_size_in_mb=100, video_files_size_in_mb=500):
+            data_files_size_in_mb=100, video_files_size_in_mb=500, skip_sources=(),
+            intervention_weight=1.0):
     """Convert bag directories (paths or globs) into a dataset at ``out``; a ``Summary``.
 
     See ``align`` for the frame, state and action rules and ``lerobot`` for the layout.
     """
     start = time.monotonic()
+    intervention_weight = interventions.check_weight(intervention_weight)
     spec = embodiment if isinstance(embodiment, EmbodimentSpec) else \
         load_embodiment(embodiment)
     topics = topics or Topics()
@@ -92,7 +99,8 @@ def convert(bags, out, embodiment='gr1_sim', fps=20.0, skip_outcomes=('fail', 'd
     options = {'embodiment': spec.name, 'action_align': action_align, 'clock': clock,
                'tolerance_s': tolerance if tolerance is not None else 1.0 / fps,
                'trim_idle': trim_idle, 'idle_threshold': idle_threshold,
-               'skip_outcomes': list(skip_outcomes), 'topics': dataclasses.asdict(topics),
+               'skip_outcomes': list(skip_outcomes), 'skip_sources': list(skip_sources),
+               'intervention_weight': intervention_weight, 'topics': dataclasses.asdict(topics),
                'eef_layout': 'right pos xyz, right rot6d, left pos xyz, left rot6d (rot6d: '
                              'first two rotation-matrix columns)'}
     writer = LeRobotWriter(out, spec, fps, image_size, codec, extra_info=options,
@@ -106,6 +114,9 @@ def convert(bags, out, embodiment='gr1_sim', fps=20.0, skip_outcomes=('fail', 'd
             if tags.get('outcome') in skip_outcomes:
                 summary.skipped.append((name, f'outcome {tags["outcome"]!r} is skipped'))
                 continue
+            if tags.get('source') in skip_sources:
+                summary.skipped.append((name, f'source {tags["source"]!r} is skipped'))
+                continue
             if tags.get('embodiment', spec.name) not in ('', spec.name):
                 summary.skipped.append((name, f'embodiment {tags["embodiment"]!r} is not '
                                               f'{spec.name!r}'))
@@ -114,11 +125,18 @@ def convert(bags, out, embodiment='gr1_sim', fps=20.0, skip_outcomes=('fail', 'd
             frames = align_episode(raw, spec, fps, tolerance, action_align, trim_idle,
                                    idle_threshold, topics=topics)
             text = instruction_of(raw)
-            images = _resize([raw.images[i] for i in frames.image_index], image_size)
-            if images[0].shape[:2] != raw.images[frames.image_index[0]].shape[:2]:
-                frames.warnings.append(f'images resized from '
-                                       f'{raw.images[0].shape[1]}x{raw.images[0].shape[0]}')
-            index = writer.add_episode(frames, images, text, raw.tags)
+            spans = interventions.segments_of(raw.tags)
+            parts = [frames] if spans is None else interventions.split_frames(frames, spans)
+            if not parts:
+                raise EpisodeError(f'{name}: no intervention segment of 2 frames or more')
+            tags = dict(raw.tags, weight=intervention_weight) if spans is not None else raw.tags
+            for frames in parts:
+                images = _resize([raw.images[i] for i in frames.image_index], image_size)
+                if images[0].shape[:2] != raw.images[frames.image_index[0]].shape[:2]:
+                    frames.warnings.append(f'images resized from {raw.images[0].shape[1]}x'
+                                           f'{raw.images[0].shape[0]}')
+                index = writer.add_episode(frames, images, text, tags)
+                summary.converted.append((name, index, len(frames)))
         except EpisodeError as err:
             summary.skipped.append((name, str(err).removeprefix(f'{name}: ')))
             LOG.warning('skipped %s', err)
@@ -131,7 +149,6 @@ def convert(bags, out, embodiment='gr1_sim', fps=20.0, skip_outcomes=('fail', 'd
         for warning in frames.warnings:
             LOG.warning('%s: %s', name, warning)
         summary.warnings[name] = frames.warnings
-        summary.converted.append((name, index, len(frames)))
     writer.extra_info['skipped'] = [{'bag': b, 'reason': r} for b, r in summary.skipped]
     writer.close()
     summary.seconds = time.monotonic() - start
@@ -149,6 +166,12 @@ def main(argv=None):
     parser.add_argument('--fps', type=float, default=20.0, help='frame rate of the dataset')
     parser.add_argument('--skip-outcomes', default='fail,discard',
                         help="comma-separated outcome tags to leave out ('' keeps all)")
+    parser.add_argument('--skip-sources', default='',
+                        help="comma-separated source tags to leave out, e.g. 'policy' (the "
+                        "policy's own rollouts of a DAgger round)")
+    parser.add_argument('--intervention-weight', type=float, default=1.0,
+                        help='sampling weight in training of the intervention episodes '
+                        '(the others: 1)')
     parser.add_argument('--trim-idle', action='store_true',
                         help='drop leading frames before the first motion')
     parser.add_argument('--idle-threshold', type=float, default=0.01,
@@ -169,7 +192,10 @@ def main(argv=None):
     try:
         summary = convert(args.bags, args.out, args.embodiment, args.fps, skip, args.trim_idle,
                           args.idle_threshold, args.tolerance, args.action_align, args.clock,
-                          args.image_size, args.vcodec, args.overwrite)
+                          args.image_size, args.vcodec, args.overwrite,
+                          skip_sources=tuple(s.strip() for s in args.skip_sources.split(',')
+                                             if s.strip()),
+                          intervention_weight=args.intervention_weight)
     except (ValueError, FileNotFoundError) as err:
         LOG.error('%s', err)
         return 2

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from dial_ros.data.interventions import check_weight
 from dial_ros.data.sim_demos import (FPS, INSTRUCTION, follow_expert, imap_workers,
                                      write_episode)
 
@@ -98,6 +99,8 @@ def copy_dataset(writer, base, count=0):
         for i, index in enumerate(table['episode_index']):
             rows[index] = {tag: table[TAG_COLUMNS.get(tag, tag)][i] for tag in TAGS
                            if TAG_COLUMNS.get(tag, tag) in table}
+            if table.get('weight'):   # an earlier round's intervention weight stays
+                rows[index]['weight'] = table['weight'][i]
     for index, e in sorted(ds.episodes.items()):
         span = slice(e.start, e.start + e.length)
         frames = Frames(np.arange(e.length), np.arange(e.length) / ds.fps, ds.state[span],
@@ -110,12 +113,14 @@ def copy_dataset(writer, base, count=0):
 
 
 def generate(checkpoint, out, rollouts, seed=40000, takeover_s=(1.0, 8.0), base=None,
-             noise_std=0.05, noise_random=True, workers=1, vcodec=None, base_episodes=0):
+             noise_std=0.05, noise_random=True, workers=1, vcodec=None, base_episodes=0,
+             intervention_weight=1.0):
     """Run ``rollouts`` policy rollouts with expert takeovers into a new dataset at ``out``."""
     from dial_ros.data.lerobot import LeRobotWriter
     from dial_ros.data.video import pick_codec
     from dial_ros.embodiment import load_embodiment
     low, high = takeover_s
+    intervention_weight = check_weight(intervention_weight)
     if not 0.0 < low <= high:
         raise ValueError(f'takeover_s: {takeover_s} must satisfy 0 < low <= high')
     if pathlib.Path(out).exists():
@@ -123,7 +128,7 @@ def generate(checkpoint, out, rollouts, seed=40000, takeover_s=(1.0, 8.0), base=
     options = {'source': 'dial_ros.data.dagger', 'checkpoint': str(checkpoint),
                'base': str(base or ''), 'base_episodes': base_episodes,
                'takeover_s': [low, high], 'noise_std': noise_std, 'noise_random': noise_random,
-               'first_seed': seed}
+               'first_seed': seed, 'intervention_weight': intervention_weight}
     writer = LeRobotWriter(out, load_embodiment('gr1_sim'), FPS, 224, pick_codec(vcodec),
                            extra_info=options)
     tic = time.monotonic()
@@ -141,7 +146,8 @@ def generate(checkpoint, out, rollouts, seed=40000, takeover_s=(1.0, 8.0), base=
                 write_episode(writer, images, result.pop('states'), result.pop('labels'),
                               INSTRUCTION, 'intervention',
                               {'seed': result['seed'], 'takeover_s': result['takeover_s'],
-                               'first_phase': result['first_phase']})
+                               'first_phase': result['first_phase'],
+                               'weight': intervention_weight})
                 kept += 1
             log.append(result)
             LOG.info('seed %d takeover %.2f s: %s', result['seed'], result['takeover_s'],
@@ -179,6 +185,8 @@ def main(argv=None):
     p.add_argument('--no-noise-random', action='store_true',
                    help='every rollout at --noise-std (default: a level drawn in [0, it])')
     p.add_argument('--workers', type=int, default=1, help='rollout processes')
+    p.add_argument('--intervention-weight', type=float, default=1.0,
+                   help='sampling weight in training of the takeover episodes (base: 1)')
     p.add_argument('--vcodec', default=None, help='video codec (default: lossless)')
     args = p.parse_args(argv)
     if not 1 <= args.rollouts <= 100000 or args.workers < 1:
@@ -189,7 +197,7 @@ def main(argv=None):
         summary = generate(args.checkpoint, args.out, args.rollouts, args.seed,
                            tuple(args.takeover_s), args.base or None, args.noise_std,
                            not args.no_noise_random, args.workers, args.vcodec,
-                           args.base_episodes)
+                           args.base_episodes, args.intervention_weight)
     except ValueError as err:
         LOG.error('%s', err)
         return 2

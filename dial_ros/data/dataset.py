@@ -173,6 +173,11 @@ class DialDataset(torch.utils.data.Dataset):
                 int(round(eps[prefix + 'from_timestamp'][i] * self.fps)),
                 eps['source'][i] == 'human' or not self.has_action[
                     start:start + eps['length'][i]].any())
+        # per-episode sampling weight (the conversion's --intervention-weight; 1 if absent)
+        weights = eps.get('weight') or [1.0] * len(eps['episode_index'])
+        self.episode_weight = {ep: 1.0 if w is None else float(w)
+                               for ep, w in zip(eps['episode_index'], weights)
+                               if ep in self.episodes}
         self._samples = np.concatenate([np.arange(e.start, e.start + e.length)
                                         for e in self.episodes.values()] or [np.zeros(0, int)])
         self._episode_of = np.zeros(len(order), int)
@@ -244,10 +249,15 @@ class DialDataset(torch.utils.data.Dataset):
     def sample_weights(self, human_weight=None):
         """Per-sample weights so that human samples make up ``human_weight`` of the draws.
 
-        None (and ``self.human_weight`` None) keeps the natural proportion (uniform).
+        None (and ``self.human_weight`` None) keeps the natural proportion. Within that, a
+        sample is drawn in proportion to its episode's ``weight`` (the conversion's
+        ``--intervention-weight``; 1 for episodes without one).
         """
         weight = self.human_weight if human_weight is None else human_weight
-        out = np.ones(len(self))
+        rows = np.ones(len(self._episode_of))
+        for e in self.episodes.values():
+            rows[e.start:e.start + e.length] = self.episode_weight.get(e.index, 1.0)
+        out = rows[self._samples]
         if weight is None:
             return out
         if not 0.0 <= weight <= 1.0:
@@ -255,8 +265,8 @@ class DialDataset(torch.utils.data.Dataset):
         human = self.is_human()
         if human.all() or not human.any():
             return out
-        out[human] = weight / human.sum()
-        out[~human] = (1.0 - weight) / (~human).sum()
+        out[human] *= weight / out[human].sum()
+        out[~human] *= (1.0 - weight) / out[~human].sum()
         return out
 
 

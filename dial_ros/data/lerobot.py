@@ -159,6 +159,7 @@ class LeRobotWriter:
                     'meta/episodes/chunk_index': 0, 'meta/episodes/file_index': 0})
         row.update({TAG_COLUMNS.get(key, key): str(tags.get(key, '')) for key in TAGS})
         row['source'] = frames.source
+        row['weight'] = float(tags.get('weight', 1.0))   # sampling weight in training
         row['has_action'] = bool(frames.has_action.any())
         self.episodes.append(row)
         return index

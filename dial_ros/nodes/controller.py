@@ -28,6 +28,9 @@ unconfigured). ``cleanup`` frees the model. A configure that cannot load the mod
 FAILURE, logs why and leaves the node 'unconfigured'. With ``autostart`` (default) the node
 configures and activates itself at start-up (if that fails the process exits 1); with
 ``autostart:=false`` it waits for /controller/change_state.
+
+``~/take_over`` (std_srvs/SetBool) yields the command stream to a teleop source and hands it
+back (takeover.py): the same safety filter, chunks idle meanwhile.
 """
 import array
 import dataclasses
@@ -50,6 +53,7 @@ from dial_ros.nodes import common
 from dial_ros.nodes.command_stream import CommandOutputs, CommandStream
 from dial_ros.paths import UNTRAINED
 from dial_ros.nodes.lifecycle import ModelNode, free_memory
+from dial_ros.nodes.takeover import TakeoverMixin
 from dial_ros.schema import setting
 
 OUTPUT_FORMS = ('float64_multi_array', 'joint_trajectory', 'joint_state')
@@ -118,6 +122,9 @@ class Params:
                                     'executor, DDS), below realtime_priority: else one of '
                                     'them, preempted while holding the GIL, stalls the '
                                     'command thread (0: normal)', low=0, high=98)
+    teleop_timeout_s: float = setting(0.5, 'while yielded to a teleop source (~/take_over): '
+                                      'hold when its newest target is older than this',
+                                      low=0.01, high=10.0, unit='s')
     hold_on_start: bool = setting(True, 'before the first chunk, stream the measured pose '
                                   '(hold); false: send nothing until a chunk arrives')
     autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '
@@ -161,7 +168,7 @@ class _Input:
     stamp_msg: object = None
 
 
-class ControllerNode(ModelNode):
+class ControllerNode(TakeoverMixin, ModelNode):
     """System-1 lifecycle node: chunk inference at chunk_rate_hz, commands at control_rate_hz."""
 
     def __init__(self, **kwargs):
@@ -188,6 +195,7 @@ class ControllerNode(ModelNode):
         self._rejected, self._last_log, self._held = {}, {}, False
         self.create_subscription(Bool, common.TOPIC_ESTOP, self._on_estop, 10)
         self.create_service(SetBool, '~/estop', self._on_estop_srv)
+        self._init_takeover()   # ~/take_over: yield the command stream to a teleop source
         self.diagnostics = common.Diagnostics(self)
         self.create_timer(1.0, self._publish_diagnostics)
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -507,6 +515,8 @@ class ControllerNode(ModelNode):
                     self._reject('chunk', f'{type(err).__name__}: {err}')
 
     def _infer_chunk(self):
+        if self.yielded:
+            return  # the teleop source drives: chunks stay idle until the hand-back
         now = self._now()
         intent, obs, joint = self._intent, self._obs, self._joint
         if self._stale(now) or (obs.stamp, intent.key) == self._chunk_key:
@@ -565,11 +575,15 @@ class ControllerNode(ModelNode):
             return
         now = self._now()
         joint = self._joint
-        reason = self._stale(now)
-        target = None if reason else self.scheduler.sample(now)
-        if target is None and not reason:
-            reason = 'no chunk covers now'
-        if target is None and self._chunks == self._chunk_base and not self.params.hold_on_start:
+        if self.yielded:
+            target, reason = self._teleop_target(now, joint)
+        else:
+            reason = self._stale(now)
+            target = None if reason else self.scheduler.sample(now)
+            if target is None and not reason:
+                reason = 'no chunk covers now'
+        if (target is None and not self.yielded and self._chunks == self._chunk_base
+                and not self.params.hold_on_start):
             self._reason = reason + ' (hold_on_start false: sending nothing)'
             return
         with self._safety_lock:
@@ -600,6 +614,7 @@ class ControllerNode(ModelNode):
                   'chunks_guided': self._guided,
                   'model_id': self.model_id or '',
                   'commands_sent': 0 if self.outputs is None else self.outputs.sent}
+        self._takeover_diagnostics(values, self._now())
         if lifecycle != 'active':  # nothing is commanded
             self.diagnostics.publish('error' if self._estop else 'ok', lifecycle, values)
             return
@@ -630,6 +645,8 @@ class ControllerNode(ModelNode):
               or values['send_achieved_hz'] < 0.9 * values['send_target_hz']):
             level = 'warn'
         message = state if state in ('ok', 'ramping') else f'{state}: {self._reason}'
+        if self.yielded:
+            message = f'teleop drives ({message})'
         self.diagnostics.publish(level, message, values)
 
 

@@ -31,6 +31,13 @@ Publishes /expert/episode (std_msgs/String, JSON) events for a recorder:
   {"event": "start", "episode", "seed", "task_preset", "stamp"}
   {"event": "stop", "episode", "seed", "outcome": success|failure|timeout|aborted,
    "steps", "duration_s", "retries", "stamp"}
+Takeover (DAgger through ROS): with ``teleop`` the targets go to /dial/teleop/joint_commands,
+which the controller forwards while it is yielded to them (its ~/take_over service); with
+``take_over`` each episode starts from the measured state (``ScriptedExpert.take_over`` picks
+the phase from where the robot is) instead of the reset pose, and with a takeover delay the
+policy drives for U(takeover_delay_min_s, takeover_delay_max_s) s after the reset first: then
+the expert calls ``takeover_service`` (true) and takes over, and at the episode's end hands
+back (false). An episode the policy finishes first ends with outcome success and no takeover.
 The plan's phases are counted in 20 Hz steps (dial_ros.sim.expert); at another ``rate_hz``
 (the rate of /joint_states, i.e. the sim's control rate) they are rescaled so that a motion
 takes the same time. A new rate applies from the next episode.
@@ -46,7 +53,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
 from dial_ros.nodes import common
@@ -56,6 +63,7 @@ from dial_ros.sim.gr1_env import GR1Sim
 from dial_ros.topics import TOPIC_EXPERT_EPISODE as TOPIC_EPISODE
 # the clean target, stamped with the joint state it answers (DART: the command carries noise)
 from dial_ros.topics import TOPIC_EXPERT_LABEL as TOPIC_LABEL
+from dial_ros.topics import TOPIC_TELEOP
 
 PLAN_HZ = 20.0             # ScriptedExpert.PHASES are counted in steps of this rate
 RESET_TIMEOUT_S = 10.0
@@ -95,6 +103,27 @@ class Params:
                            'lets an evaluation subscribe before the first episode starts)')
     reset_service: str = setting('/sim/reset', 'std_srvs/Trigger that starts an episode',
                                  read_only=True)
+    teleop: bool = setting(False, 'publish the targets on /dial/teleop/joint_commands (the '
+                           'controller forwards them while yielded, ~/take_over) instead of '
+                           '/dial/joint_commands (read at start-up)', read_only=True)
+    take_over: bool = setting(False, 'start each episode from the measured state (the phase '
+                              'from where the robot is) instead of the reset pose; with '
+                              'autoreset false: take over without resetting')
+    takeover_delay_min_s: float = setting(0.0, 'take_over: the policy drives at least this '
+                                          'long after the reset before the expert takes over',
+                                          low=0.0, high=600.0, unit='s')
+    takeover_delay_max_s: float = setting(0.0, 'take_over: ... and at most this long (uniform '
+                                          'in [min, max], seeded by the episode seed)',
+                                          low=0.0, high=600.0, unit='s')
+    takeover_service: str = setting('/controller/take_over', "std_srvs/SetBool called true at "
+                                    "the takeover and false at the episode's end (teleop and "
+                                    "take_over only; '' = none)", read_only=True)
+
+    def check(self):
+        """Cross-field rules (ValueError naming the field)."""
+        if self.takeover_delay_max_s < self.takeover_delay_min_s:
+            raise ValueError(f'takeover_delay_max_s: {self.takeover_delay_max_s} is below '
+                             f'takeover_delay_min_s ({self.takeover_delay_min_s})')
 
 
 class KinematicModel:
@@ -108,6 +137,7 @@ class KinematicModel:
         self.velocity_limits = sim.velocity_limits
         self.control_dt = 1.0 / PLAN_HZ
         self.pose = None
+        self.cube_rest_z = getattr(sim, 'cube_rest_z', 0.0)   # set from each reset's pose
 
     def cube_pose(self):
         """The cube pose the episode was planned from: (position (3,), quaternion wxyz)."""
@@ -139,9 +169,14 @@ class ExpertNode(Node):
         self._steps, self._since, self._seed, self._task, self._begin = 0, 0.0, None, None, 0.0
         self._joints = self._pose = None       # (stamp s, value) of the newest message
         self._success = (0.0, False)
-        self.pub_command = self.create_publisher(Float64MultiArray, common.TOPIC_COMMAND,
-                                                 common.QOS_COMMAND)
+        # teleop: the controller forwards the targets; never a second publisher of commands
+        self.pub_command = self.create_publisher(
+            Float64MultiArray, TOPIC_TELEOP if self.params.teleop else common.TOPIC_COMMAND,
+            common.QOS_COMMAND)
         self.pub_label = self.create_publisher(JointState, TOPIC_LABEL, common.QOS_COMMAND)
+        self.takeover_client = (self.create_client(SetBool, self.params.takeover_service)
+                                if self.params.takeover_service else None)
+        self._took_over, self._takeover_at = False, None
         self.label_names = list(self.kinematics.joint_names)
         self.noise = None
         self.pub_event = self.create_publisher(String, TOPIC_EPISODE, QOS_EVENTS)
@@ -229,16 +264,52 @@ class ExpertNode(Node):
             return
         self.kinematics.pose = pose[1]
         p = self.params
+        if p.autoreset:   # the cube rests on the table right after a reset
+            self.kinematics.cube_rest_z = float(pose[1][0][2])
         self.expert = make_expert(self.kinematics, p.rate_hz, p.closed_loop, p.align_yaw)
         self.noise = CommandNoise(self.kinematics, p.noise_std, p.noise_time_s,
                                   p.noise_grasp_scale, seed=self._seed,
                                   random_std=p.noise_random) if p.noise_std else None
         if self.timer.timer_period_ns != int(1e9 / p.rate_hz):
             self.timer.timer_period_ns = int(1e9 / p.rate_hz)
-        self.expert.reset({'joint_positions': joints[1]})
         self._started, self._steps, self._done_at = time.monotonic(), 0, None
         self._begin = common.now_sec(self)
+        self._took_over, self._takeover_at = False, None
         self._event('start', task_preset=self._task)
+        if not p.take_over:
+            self.expert.reset({'joint_positions': joints[1]})
+            self.state = 'running'
+            return
+        rng = np.random.default_rng(self._seed)
+        delay = rng.uniform(p.takeover_delay_min_s, p.takeover_delay_max_s)
+        self._takeover_at = time.monotonic() + delay
+        self.state = 'policy'   # the policy drives until the takeover
+
+    def _policy(self):
+        _, success = self._success
+        if success and self._success[0] >= self._begin:
+            return self._finish('success')   # the policy finished first: no takeover
+        if time.monotonic() < self._takeover_at:
+            return
+        if self.params.teleop and self.takeover_client is not None:
+            if not self.takeover_client.service_is_ready():
+                self.throttle('warning', 'takeover', f'expert: waiting for '
+                              f'{self.params.takeover_service}')
+                return
+            self._future = self.takeover_client.call_async(SetBool.Request(data=True))
+        else:
+            self._future = None
+        self.state = 'taking_over'
+
+    def _taking_over(self):
+        if self._future is not None and not self._future.done():
+            return
+        joints = self._joints[1]
+        self.kinematics.pose = self._pose[1]
+        self.expert.take_over({'joint_positions': joints})
+        self._took_over = True
+        self._started = time.monotonic()   # the expert's own episode_timeout_s
+        self.get_logger().info(f'expert: took over in phase {self.expert.phase}')
         self.state = 'running'
 
     def _act(self, joints, stamp):
@@ -276,9 +347,11 @@ class ExpertNode(Node):
 
     def _finish(self, outcome):
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if self._took_over and self.params.teleop and self.takeover_client is not None:
+            self.takeover_client.call_async(SetBool.Request(data=False))   # hand back
         self._event('stop', outcome=outcome, steps=self._steps,
                     duration_s=round(time.monotonic() - self._started, 3),
-                    retries=self.expert.retries)
+                    retries=self.expert.retries, took_over=self._took_over)
         self.get_logger().info(f'expert: episode {self.episode} (seed {self._seed}): '
                                f'{outcome} after {self._steps} steps')
         self.episode += 1
@@ -298,7 +371,7 @@ class ExpertNode(Node):
 
     def close(self):
         """Report an episode cut short (called by common.run_node before destroy_node)."""
-        if self.state == 'running':
+        if self.state in ('running', 'policy', 'taking_over'):
             try:
                 self._event('stop', outcome='aborted', steps=self._steps,
                             duration_s=round(time.monotonic() - self._started, 3))

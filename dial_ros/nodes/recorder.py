@@ -18,6 +18,11 @@ Episode control (state: idle -> recording -> reset -> idle, in /diagnostics):
       source and operator_name of a start override the parameters
   /expert/episode   std_msgs/String JSON {event: start|stop, outcome, seed} from the scripted
       expert, obeyed while ``follow_expert`` is true
+Interventions: /dial/command_source (the controller's String, latched: policy | teleop) is
+followed; an episode in which a teleop source drove at any time is tagged ``source:
+intervention``, ``interventions`` (how many takeovers) and ``intervention_segments`` (JSON
+[[start, end], ...] in seconds on the bag's receive clock), and the switches themselves are
+in the bag (the topic is recorded), so the conversion keeps those segments.
 After a stop the reset phase lasts ``reset_s`` (a start ends it early). SIGINT / SIGTERM
 finalise an open episode with outcome ``unknown``.
 
@@ -47,11 +52,13 @@ from dial_ros.msg import EpisodeEvent
 from dial_ros.nodes import common
 from dial_ros.schema import setting
 from dial_ros.topics import TOPIC_EXPERT_EPISODE as TOPIC_EXPERT
-from dial_ros.topics import TOPIC_EXPERT_LABEL, TOPIC_WRISTS
+from dial_ros.topics import (TOPIC_COMMAND_SOURCE, TOPIC_EXPERT_LABEL, TOPIC_TELEOP,
+                             TOPIC_WRISTS)
 
 DEFAULT_TOPICS = [common.TOPIC_IMAGE, common.TOPIC_JOINT_STATES, common.TOPIC_COMMAND,
                   common.TOPIC_CHUNK, common.TOPIC_INTENT, common.TOPIC_OBSERVATION,
-                  common.TOPIC_INSTRUCTION, TOPIC_WRISTS, TOPIC_EXPERT_LABEL]
+                  common.TOPIC_INSTRUCTION, TOPIC_WRISTS, TOPIC_EXPERT_LABEL,
+                  TOPIC_COMMAND_SOURCE, TOPIC_TELEOP]
 TAGS = ('task', 'instruction', 'source', 'operator', 'robot', 'embodiment')
 
 
@@ -148,6 +155,10 @@ class RecorderNode(Node):
         self.create_subscription(EpisodeEvent, '~/episode_event', self._on_event,
                                  common.QOS_COMMAND)
         self.create_subscription(String, TOPIC_EXPERT, self._on_expert, common.QOS_COMMAND)
+        # who commands the joints: teleop stretches of an episode are intervention segments
+        self._source, self._segments = 'policy', []
+        self.create_subscription(String, TOPIC_COMMAND_SOURCE, self._on_source,
+                                 common.QOS_LATCHED)
         self.diagnostics = common.Diagnostics(self)
         self.create_timer(1.0, self._tick)
         self.tap.refresh()
@@ -202,6 +213,8 @@ class RecorderNode(Node):
                         monitor.reset()
                 path = self.recorder.start(self._tags(**tags))
                 self._started, self._lost0 = time.monotonic(), dict(self.tap.lost)
+                with self._lock:   # an episode that starts with the operator driving
+                    self._segments = [[time.time(), None]] if self._source == 'teleop' else []
                 return True, json.dumps({'episode': self.recorder.episode, 'path': str(path)})
             if action == 'reset':
                 summary = self.recorder.reset(outcome or 'unknown')
@@ -210,7 +223,8 @@ class RecorderNode(Node):
             else:
                 lost = self._episode_lost()
                 summary = self.recorder.stop(outcome or 'unknown', **(
-                    {'lost_in_transport': json.dumps(lost)} if lost else {}))
+                    {'lost_in_transport': json.dumps(lost)} if lost else {}),
+                    **self._intervention_tags())
             return True, json.dumps(summary or {'state': self.recorder.state})
         except (ValueError, OSError) as err:
             self.get_logger().warning(f'{action}: {err}')
@@ -276,6 +290,31 @@ class RecorderNode(Node):
         elif event == 'stop' and self.recorder.state == RECORDING:
             outcome = data.get('outcome', '')
             self._do('stop', 'success' if outcome == 'success' else 'fail')
+
+    def _on_source(self, msg):
+        source = msg.data.strip()
+        with self._lock:
+            if source == self._source:
+                return
+            self._source = source
+            if self.recorder.state != RECORDING:
+                return
+            if source == 'teleop':
+                self._segments.append([time.time(), None])
+            elif self._segments and self._segments[-1][1] is None:
+                self._segments[-1][1] = time.time()
+        self.get_logger().info(f'command source: {source} (episode {self.recorder.episode})')
+
+    def _intervention_tags(self):
+        """Tags of the episode that stops now: intervention segments, if there were any."""
+        with self._lock:
+            segments, self._segments = self._segments, []
+        if not segments:
+            return {}
+        now = time.time()
+        spans = [[round(a, 3), round(now if b is None else b, 3)] for a, b in segments]
+        return {'source': 'intervention', 'interventions': str(len(spans)),
+                'intervention_segments': json.dumps(spans)}
 
     # --- health --------------------------------------------------------------------------
     def _episode_lost(self):
