@@ -84,12 +84,22 @@ class EpisodeRunner:
 
     # --- policy --------------------------------------------------------------------------
     def policy_episode(self, split, episode):
+        self.reset_sim(split.seed(episode), task_preset='default', task=json.dumps(split.task))
+        return {'split': split.name, 'episode': episode, 'seed': split.seed(episode),
+                **self.run_policy()}
+
+    def reset_sim(self, seed, **sim_params):
+        """Set the sim's seed (and task ``sim_params``) and reset it (/sim/reset)."""
         c = self.client
-        c.set_parameters('sim', task_preset='default', task=json.dumps(split.task),
-                         seed=split.seed(episode))
+        c.set_parameters('sim', seed=seed, **sim_params)
         reply = c.call(Trigger, '/sim/reset', Trigger.Request())
         if not reply.success:
             raise RuntimeError(f'/sim/reset failed: {reply.message}')
+
+    def run_policy(self):
+        """After a reset: settle, release the controller, judge, hold it again:
+        {success, completion_s, progress, duration_s, smoothness}."""
+        c = self.client
         c.run(self.settle_s)
         if self.record:
             c.call(Trigger, '/recorder/start', Trigger.Request())
@@ -101,8 +111,7 @@ class EpisodeRunner:
         if self.record:
             outcome = 'stop_success' if result['success'] else 'stop_fail'
             c.call(Trigger, f'/recorder/{outcome}', Trigger.Request())
-        return {'split': split.name, 'episode': episode, 'seed': split.seed(episode),
-                **result, 'smoothness': self._smoothness()}
+        return {**result, 'smoothness': self._smoothness()}
 
     def _smoothness(self):
         """Step and switch jerk of this episode's commands (see smoothness.py), or None."""
