@@ -65,6 +65,14 @@ def test_an_episode_video_decodes_to_its_frames_as_h264_yuv420p(tmp_path):
     assert with_panel.close()['width'] == 448
     assert decode_all(tmp_path / 'p.mp4').shape == (2, 224, 448, 3)
     assert EpisodeVideo(tmp_path / 'none.mp4', 20.0, codec).close()['frames'] == 0
+    # stamped frames: a lost frame leaves a gap (real time), a repeated stamp is dropped
+    timed = EpisodeVideo(tmp_path / 't.mp4', 20.0, codec)
+    for cam, stamp in zip(cams, (100.0, 100.051, 100.199, 100.2, 100.25)):
+        timed.add(cam, None, stamp)
+    assert timed.close()['frames'] == 4
+    with av.open(str(tmp_path / 't.mp4')) as container:
+        times = [round(f.time, 3) for f in container.decode(video=0)]
+    assert times == [0.0, 0.05, 0.2, 0.25]
 
 
 def test_episode_lines_say_seed_outcome_time_and_completion():

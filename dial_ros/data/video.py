@@ -56,12 +56,14 @@ class VideoWriter:
         self.stream.pix_fmt = PIX_FMTS.get(codec, 'yuv420p')
         self.stream.codec_context.time_base = 1 / self._rate
 
-    def write(self, frames):
-        """Append uint8 (H, W, 3) RGB frames."""
+    def write(self, frames, pts=None):
+        """Append uint8 (H, W, 3) RGB frames; ``pts``: their increasing times in frame periods
+        (a gap where frames were lost keeps the video in real time), default one after another.
+        """
         import av
-        for frame in frames:
+        for i, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')
-            video_frame.pts = self.count
+            video_frame.pts = self.count if pts is None else int(pts[i])
             video_frame.time_base = 1 / self._rate
             self.container.mux(self.stream.encode(video_frame))
             self.count += 1

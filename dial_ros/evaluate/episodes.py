@@ -40,7 +40,7 @@ class EpisodeRunner:
     """Runs episodes on ``client`` (a GraphClient) and returns one dict per episode."""
 
     def __init__(self, client, driver, timeout_s, settle_s=1.0, record=False,
-                 command_rate_hz=200.0):
+                 command_rate_hz=200.0, smoothness=True):
         self.client, self.driver = client, driver
         self.timeout_s, self.settle_s, self.record = timeout_s, settle_s, record
         self.success = client.collect(Bool, TOPIC_SUCCESS, QOS_STATE)
@@ -49,7 +49,8 @@ class EpisodeRunner:
         self.expert_episodes = 0
         self.command_rate_hz = command_rate_hz
         self.commands, self.chunks = [], []
-        if driver == 'policy':  # stamped with the DDS reader's arrival time (both alike)
+        # smoothness False: no reader of the 200-1000 Hz commands (its CPU) and no smoothness
+        if driver == 'policy' and smoothness:  # stamped with the reader's arrival time
             from dial_ros.msg import ActionChunk
             node = client.node
             node.create_subscription(Float64MultiArray, TOPIC_COMMAND, lambda m, info:

@@ -71,9 +71,19 @@ class EpisodeVideo:
         self.writer = None
         self.panel_width = None
         self.encode_s = 0.0
+        self.t0, self.last_pts = None, -1
 
-    def add(self, camera, panel=None):
-        """Append a camera frame with the newest ``panel`` (or None)."""
+    def add(self, camera, panel=None, stamp_s=None):
+        """Append a camera frame with the newest ``panel`` (or None). ``stamp_s``: the
+        frame's time; frames lost on the way then leave a gap instead of speeding it up
+        (a frame at or before the previous one's slot is dropped)."""
+        pts = None
+        if stamp_s is not None:
+            self.t0 = stamp_s if self.t0 is None else self.t0
+            pts = round((stamp_s - self.t0) * self.fps)
+            if pts <= self.last_pts:
+                return
+            self.last_pts = pts
         tic = time.process_time()
         if self.writer is None:
             if panel is not None:
@@ -84,7 +94,7 @@ class EpisodeVideo:
                                       self.codec)
         else:
             frame = compose(camera, panel if self.panel_width else None, self.panel_width)
-        self.writer.write([frame])
+        self.writer.write([frame], None if pts is None else [pts])
         self.encode_s += time.process_time() - tic
 
     def close(self):
@@ -124,5 +134,5 @@ def summary_line(results, run_dir, wall_s, cpu_s):
                  f'completion {100 * sum(r["progress"] for r in results) / n:.0f} %')
     if wins:
         text += f', mean success time {sum(r["completion_s"] for r in wins) / len(wins):.1f} s'
-    return text + (f'; episode runner + video encoder CPU {cpu_s:.1f} s in {wall_s:.0f} s '
-                   f'({100 * cpu_s / max(wall_s, 1e-9):.1f} % of a core)')
+    return text + (f'; episode runner + video encoder CPU {cpu_s:.1f} s in {wall_s:.0f} s of '
+                   f'episodes ({100 * cpu_s / max(wall_s, 1e-9):.1f} % of a core)')

@@ -93,7 +93,7 @@ class EpisodesNode:
         if self.video is not None:
             rgb = self._rgb(msg, common.TOPIC_IMAGE)
             if rgb is not None:
-                self.video.add(rgb, self.panel)
+                self.video.add(rgb, self.panel, common.stamp_to_sec(msg.header.stamp))
 
     def _camera_hz(self):
         """The sim's camera rate (its parameters), the frame rate of the videos."""
@@ -109,9 +109,11 @@ class EpisodesNode:
     # --- episodes ------------------------------------------------------------------------
     def run(self):
         p = self.params
-        runner = EpisodeRunner(self.client, 'policy', p.episode_timeout_s, p.settle_s)
+        runner = EpisodeRunner(self.client, 'policy', p.episode_timeout_s, p.settle_s,
+                               smoothness=False)
         runner.wait_ready()
         fps = self._camera_hz()
+        self.tic, self.cpu0 = time.monotonic(), time.process_time()  # the summary's CPU
         index, seed = 0, p.seed
         while True:
             runner.timeout_s, runner.settle_s = p.episode_timeout_s, p.settle_s  # live
