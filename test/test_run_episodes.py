@@ -10,7 +10,7 @@ import pytest
 
 from dial_ros.data.video import decode_all
 from dial_ros.evaluate.watch import EpisodeVideo, compose, episode_line, playable_codec
-from rosgraph import ROOT, domain_id, start, stop
+from rosgraph import Probe, ROOT, domain_id, start, stop
 
 EPISODE = re.compile(r'episode (\d+) seed (\d+): (success|failure \(timeout\)) in ([\d.]+) s, '
                      r'task completion (\d+) % -> (\S+\.mp4) \((\d+) frames (\d+)x(\d+)\)')
@@ -104,13 +104,28 @@ def test_the_evaluation_turns_the_launch_episodes_off():
     assert 'episodes:=false' in launch_arguments(args, 'params.yaml')
 
 
+def publish_panel(probe, topic, hz=5.0):
+    """A foresight panel (sensor_msgs/Image rgb8, 112 x 168) on ``topic`` at ``hz``."""
+    from sensor_msgs.msg import Image
+
+    from dial_ros.codecs import fill_image
+    from dial_ros.nodes.qos import QOS_SENSOR
+    pub = probe.node.create_publisher(Image, topic, QOS_SENSOR)
+    panel = np.full((112, 168, 3), (30, 200, 90), np.uint8)
+    probe.node.create_timer(1.0 / hz, lambda: pub.publish(fill_image(Image(), panel,
+                                                                     time.time())))
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_run_sh_runs_episodes_and_writes_playable_videos(tmp_path):
     """scripts/run.sh with a 2 s episode timeout: episode lines, a summary at Ctrl-C (what
-    duration:= also sends; 300 s is only the safety net) and MP4s of the head camera."""
+    duration:= also sends; 300 s is only the safety net) and MP4s of the head camera with a
+    foresight panel beside it (published here, as the foresight node would)."""
     domain = domain_id('run_sh')
     log = tmp_path / 'run.log'
+    probe = Probe(domain)
+    publish_panel(probe, '/dial/foresight/image')
     proc = start([str(ROOT / 'scripts' / 'run.sh'), 'duration:=300', 'episode_timeout_s:=2',
                   f'run_dir:={tmp_path / "runs"}'], domain, log)
     try:
@@ -123,6 +138,7 @@ def test_run_sh_runs_episodes_and_writes_playable_videos(tmp_path):
         assert len(found) >= 2, log.read_text()[-5000:]
     finally:
         stop(proc, signal.SIGINT, timeout=60)
+        probe.close()
     text = log.read_text()
     folder = re.search(r'run folder (\S+):', text).group(1)
     assert pathlib.Path(folder).parent == tmp_path / 'runs'
@@ -135,5 +151,6 @@ def test_run_sh_runs_episodes_and_writes_playable_videos(tmp_path):
         assert outcome == 'success' or float(seconds) >= 2.0
         video = decode_all(path)
         assert video.shape == (int(count), int(height), int(width), 3)
-        # the head camera (224 px), alone or with the foresight panel beside it
-        assert int(count) > 0 and int(height) == 224 and int(width) >= 224
+        # the head camera (224 px) with the panel beside it (scaled to 224 px high)
+        assert int(count) > 0 and int(height) == 224 and int(width) > 224
+        assert video[:, :, 232:].mean() > 20 and video[:, :, :224].std() > 10  # both drawn

@@ -42,7 +42,7 @@ def pick_codec(preferred=None):
 class VideoWriter:
     """An mp4 file that frames are appended to (constant ``fps``, yuv420p)."""
 
-    def __init__(self, path, fps, width, height, codec='libsvtav1'):
+    def __init__(self, path, fps, width, height, codec='libsvtav1', options=None):
         import av
         os.environ.setdefault('SVT_LOG', '1')  # SVT-AV1: errors only on stderr
         self.path = str(path)
@@ -50,8 +50,8 @@ class VideoWriter:
         self.count = 0
         self._rate = fractions.Fraction(fps).limit_denominator(1001)
         self.container = av.open(self.path, 'w')
-        self.stream = self.container.add_stream(codec, rate=self._rate,
-                                                options=dict(CODEC_OPTIONS.get(codec, {})))
+        options = {**CODEC_OPTIONS.get(codec, {}), **(options or {})}  # e.g. {'g': '40'}
+        self.stream = self.container.add_stream(codec, rate=self._rate, options=options)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = PIX_FMTS.get(codec, 'yuv420p')
         self.stream.codec_context.time_base = 1 / self._rate

@@ -90,8 +90,10 @@ class EpisodeVideo:
                 h = camera.shape[0]
                 self.panel_width = max(1, round(panel.shape[1] * h / panel.shape[0]))
             frame = compose(camera, panel, self.panel_width)
+            # a keyframe every 2 s, not the datasets' every 2 frames: half the size, and a
+            # viewer needs no random access to single frames
             self.writer = VideoWriter(self.path, self.fps, frame.shape[1], frame.shape[0],
-                                      self.codec)
+                                      self.codec, options={'g': str(round(2 * self.fps))})
         else:
             frame = compose(camera, panel if self.panel_width else None, self.panel_width)
         self.writer.write([frame], None if pts is None else [pts])

@@ -11,8 +11,8 @@ time, task completion) and a summary at exit (Ctrl-C or the launch's ``duration:
 
 Each episode's head camera (/camera/head/image_raw), from the reset to its end, goes to
 ``<run_dir>/<YYYYmmdd-HHMMSS>/episode_NNNN_seed_S.mp4`` at the camera rate (H.264 yuv420p),
-with the foresight panel (``foresight_topic``) beside it when that topic has a publisher
-at the episode's start (see dial_ros.evaluate.watch).
+with the newest foresight panel (``foresight_topic``) beside it when one has come from a
+live publisher by the episode's first frame (see dial_ros.evaluate.watch).
 
 Not a spinning node: it owns its context and spins while it waits (a GraphClient), like the
 evaluation. It must not run beside ``python -m dial_ros.evaluate``, which drives the same
