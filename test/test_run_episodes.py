@@ -3,6 +3,7 @@ runner, and ``scripts/run.sh`` end to end (episode lines, a summary, playable MP
 import pathlib
 import re
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from dial_ros.data.video import decode_all
 from dial_ros.evaluate.watch import EpisodeVideo, compose, episode_line, playable_codec
-from rosgraph import Probe, ROOT, domain_id, start, stop
+from rosgraph import PYTHON, Probe, ROOT, child_env, domain_id, start, stop
 
 EPISODE = re.compile(r'episode (\d+) seed (\d+): (success|failure \(timeout\)) in ([\d.]+) s, '
                      r'task completion (\d+) % -> (\S+\.mp4) \((\d+) frames (\d+)x(\d+)\)')
@@ -154,3 +155,13 @@ def test_run_sh_runs_episodes_and_writes_playable_videos(tmp_path):
         # the head camera (224 px) with the panel beside it (scaled to 224 px high)
         assert int(count) > 0 and int(height) == 224 and int(width) > 224
         assert video[:, :, 232:].mean() > 20 and video[:, :, :224].std() > 10  # both drawn
+
+
+@pytest.mark.ros
+def test_a_run_dir_that_cannot_be_made_is_named(tmp_path):
+    (tmp_path / 'file').write_text('')
+    out = subprocess.run([PYTHON, '-m', 'dial_ros.nodes.episodes', '--ros-args', '-p',
+                          f'run_dir:={tmp_path / "file"}'], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=child_env(domain_id('episodes_bad')))
+    assert out.returncode != 0
+    assert f'run_dir: cannot create {tmp_path / "file"}/' in out.stderr, out.stderr[-2000:]

@@ -67,8 +67,11 @@ class EpisodesNode:
         self.params = p = common.declare_params(node, Params())
         self.run_dir = (pathlib.Path(p.run_dir).expanduser()
                         / time.strftime('%Y%m%d-%H%M%S')).resolve()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.codec = playable_codec() if p.video else None
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SystemExit(f'episodes: run_dir: cannot create {self.run_dir} ({err})') from None
+        self.codec = None  # the first video picks it (video can be switched on live)
         self.results, self.video, self.panel = [], None, None
         self.current, self.cpu_encode = None, 0.0  # (index, seed) of the running episode
         self.throttle = common.Throttle(self.log)
@@ -92,8 +95,17 @@ class EpisodesNode:
     def _on_camera(self, msg):
         if self.video is not None:
             rgb = self._rgb(msg, common.TOPIC_IMAGE)
-            if rgb is not None:
+            if rgb is None:
+                return
+            try:
                 self.video.add(rgb, self.panel, common.stamp_to_sec(msg.header.stamp))
+            except Exception as err:  # noqa: BLE001 - a full disk or codec error: no video
+                self.log.error(f'{self.video.path}: {err}; the rest of this episode is not '
+                               'recorded')
+                try:
+                    self._close_video()
+                except Exception:  # noqa: BLE001 - the file is broken already
+                    pass
 
     def _camera_hz(self):
         """The sim's camera rate (its parameters), the frame rate of the videos."""
@@ -120,6 +132,7 @@ class EpisodesNode:
             self.current = (index, seed)
             runner.reset_sim(seed)
             if p.video:
+                self.codec = self.codec or playable_codec()
                 self.panel = self.panel if self._has_panel() else None
                 self.video = EpisodeVideo(self.run_dir / f'episode_{index:04d}_seed_{seed}.mp4',
                                           fps, self.codec)
