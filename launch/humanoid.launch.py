@@ -3,6 +3,7 @@
     ros2 launch dial_ros humanoid.launch.py                     # embedded GR1 sim (default)
     ros2 launch dial_ros humanoid.launch.py sim:=false          # a real robot (ros2_control)
     ros2 launch dial_ros humanoid.launch.py driver:=expert record:=true   # record demos
+    ros2 launch dial_ros humanoid.launch.py episodes:=true      # episodes, an MP4 each
 
 Every node setting comes from the parameter file (`config:=`, default the installed
 config/humanoid.yaml); the arguments in OVERRIDES replace its value only when given on the
