@@ -46,6 +46,7 @@ setup(
             'dial-ros-expert = dial_ros.nodes.expert:main',
             'dial-ros-recorder = dial_ros.nodes.recorder:main',
             'dial-ros-replay = dial_ros.nodes.replay:main',
+            'dial-ros-episodes = dial_ros.nodes.episodes:main',
             'dial-ros-bag = dial_ros.bags.__main__:main',
         ],
     },

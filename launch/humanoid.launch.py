@@ -4,6 +4,7 @@
     ros2 launch dial_ros humanoid.launch.py sim:=false          # a real robot (ros2_control)
     ros2 launch dial_ros humanoid.launch.py driver:=expert record:=true   # record demos
     ros2 launch dial_ros humanoid.launch.py driver:=dagger record:=true   # DAgger round
+    ros2 launch dial_ros humanoid.launch.py episodes:=true      # episodes, an MP4 each
 
 Every node setting comes from the parameter file (`config:=`, default the installed
 config/humanoid.yaml); the arguments in OVERRIDES replace its value only when given on the
@@ -33,6 +34,8 @@ ARGUMENTS = [
                          'expert takes over through the controller after a random delay)'),
     ('record', 'false', 'start the demo recorder'),
     ('duration', '0', 'stop everything after this many seconds (0 = run until Ctrl-C)'),
+    ('episodes', 'false', 'with sim and driver:=policy: run episodes one after another, one '
+                          'line and one MP4 each (scripts/run.sh sets true)'),
 ]
 # argument -> (nodes, parameter, type, description): not given = the parameter file's value
 OVERRIDES = {
@@ -47,6 +50,10 @@ OVERRIDES = {
                    'folder of the recorded episodes (one rosbag2 each)'),
     'autostart': (MODEL_NODES, 'autostart', bool,
                   'configure and activate the model nodes at start-up (true/false)'),
+    'episode_timeout_s': (('episodes',), 'episode_timeout_s', float,
+                          'episodes:=true: an episode without success ends after this long'),
+    'run_dir': (('episodes',), 'run_dir', str,
+                'episodes:=true: the videos go to <run_dir>/<YYYYmmdd-HHMMSS>/'),
 }
 
 
@@ -61,11 +68,12 @@ def _flag(name, text):
 def _typed(name, kind, text):
     if kind is bool:
         return _flag(name, text)
-    if kind is int:
+    if kind in (int, float):
         try:
-            return int(text)
+            return kind(text)
         except ValueError:
-            raise ValueError(f'launch argument {name}:={text!r} must be an integer') from None
+            what = 'an integer' if kind is int else 'a number'
+            raise ValueError(f'launch argument {name}:={text!r} must be {what}') from None
     return ParameterValue(text, value_type=str)  # strings stay strings (no YAML typing)
 
 
@@ -84,6 +92,7 @@ def _nodes(context):
     sim = _flag('sim', context.launch_configurations['sim'])
     driver = context.launch_configurations['driver']
     record = _flag('record', context.launch_configurations['record'])
+    episodes = _flag('episodes', context.launch_configurations.get('episodes', 'false'))
     try:
         with open(config) as stream:
             params = yaml.safe_load(stream) or {}
@@ -98,7 +107,7 @@ def _nodes(context):
             f"refusing checkpoint '{UNTRAINED}' with sim:=false: an untrained model's actions "
             'would go to a real robot; give a trained checkpoint folder, or leave checkpoint '
             'empty for the bundled one')
-    extra = {node: {} for node in ('sim', 'expert', 'recorder') + MODEL_NODES}
+    extra = {node: {} for node in ('sim', 'expert', 'recorder', 'episodes') + MODEL_NODES}
     for name, (nodes, parameter, kind, _) in OVERRIDES.items():
         if given[name]:
             for node in nodes:
@@ -139,6 +148,10 @@ def _nodes(context):
     if record:
         actions.append(Node(package='dial_ros', executable='recorder', name='recorder',
                             output='screen', parameters=parameters('recorder')))
+    # episodes one after another (reset, release, judge), a line and an MP4 each
+    if episodes and sim and driver == 'policy':
+        actions.append(Node(package='dial_ros', executable='episodes', name='episodes',
+                            output='screen', parameters=parameters('episodes')))
     return actions
 
 

@@ -42,7 +42,7 @@ def pick_codec(preferred=None):
 class VideoWriter:
     """An mp4 file that frames are appended to (constant ``fps``, yuv420p)."""
 
-    def __init__(self, path, fps, width, height, codec='libsvtav1'):
+    def __init__(self, path, fps, width, height, codec='libsvtav1', options=None):
         import av
         os.environ.setdefault('SVT_LOG', '1')  # SVT-AV1: errors only on stderr
         self.path = str(path)
@@ -50,18 +50,20 @@ class VideoWriter:
         self.count = 0
         self._rate = fractions.Fraction(fps).limit_denominator(1001)
         self.container = av.open(self.path, 'w')
-        self.stream = self.container.add_stream(codec, rate=self._rate,
-                                                options=dict(CODEC_OPTIONS.get(codec, {})))
+        options = {**CODEC_OPTIONS.get(codec, {}), **(options or {})}  # e.g. {'g': '40'}
+        self.stream = self.container.add_stream(codec, rate=self._rate, options=options)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = PIX_FMTS.get(codec, 'yuv420p')
         self.stream.codec_context.time_base = 1 / self._rate
 
-    def write(self, frames):
-        """Append uint8 (H, W, 3) RGB frames."""
+    def write(self, frames, pts=None):
+        """Append uint8 (H, W, 3) RGB frames; ``pts``: their increasing times in frame periods
+        (a gap where frames were lost keeps the video in real time), default one after another.
+        """
         import av
-        for frame in frames:
+        for i, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')
-            video_frame.pts = self.count
+            video_frame.pts = self.count if pts is None else int(pts[i])
             video_frame.time_base = 1 / self._rate
             self.container.mux(self.stream.encode(video_frame))
             self.count += 1

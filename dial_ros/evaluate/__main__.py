@@ -125,7 +125,8 @@ def launch_config(out, driver, plan, episodes, record, params=None):
 
 
 def launch_arguments(args, params):
-    arguments = [f'driver:={args.driver}', f'config:={params}',
+    # episodes:=false: this tool drives the episodes itself (no second runner in the launch)
+    arguments = [f'driver:={args.driver}', f'config:={params}', 'episodes:=false',
                  f'record:={"true" if args.record else "false"}']
     if args.record:
         arguments.append(f'record_dir:={pathlib.Path(args.record).resolve()}')

@@ -40,7 +40,7 @@ class EpisodeRunner:
     """Runs episodes on ``client`` (a GraphClient) and returns one dict per episode."""
 
     def __init__(self, client, driver, timeout_s, settle_s=1.0, record=False,
-                 command_rate_hz=200.0):
+                 command_rate_hz=200.0, smoothness=True):
         self.client, self.driver = client, driver
         self.timeout_s, self.settle_s, self.record = timeout_s, settle_s, record
         self.success = client.collect(Bool, TOPIC_SUCCESS, QOS_STATE)
@@ -49,7 +49,8 @@ class EpisodeRunner:
         self.expert_episodes = 0
         self.command_rate_hz = command_rate_hz
         self.commands, self.chunks = [], []
-        if driver == 'policy':  # stamped with the DDS reader's arrival time (both alike)
+        # smoothness False: no reader of the 200-1000 Hz commands (its CPU) and no smoothness
+        if driver == 'policy' and smoothness:  # stamped with the reader's arrival time
             from dial_ros.msg import ActionChunk
             node = client.node
             node.create_subscription(Float64MultiArray, TOPIC_COMMAND, lambda m, info:
@@ -84,12 +85,22 @@ class EpisodeRunner:
 
     # --- policy --------------------------------------------------------------------------
     def policy_episode(self, split, episode):
+        self.reset_sim(split.seed(episode), task_preset='default', task=json.dumps(split.task))
+        return {'split': split.name, 'episode': episode, 'seed': split.seed(episode),
+                **self.run_policy()}
+
+    def reset_sim(self, seed, **sim_params):
+        """Set the sim's seed (and task ``sim_params``) and reset it (/sim/reset)."""
         c = self.client
-        c.set_parameters('sim', task_preset='default', task=json.dumps(split.task),
-                         seed=split.seed(episode))
+        c.set_parameters('sim', seed=seed, **sim_params)
         reply = c.call(Trigger, '/sim/reset', Trigger.Request())
         if not reply.success:
             raise RuntimeError(f'/sim/reset failed: {reply.message}')
+
+    def run_policy(self):
+        """After a reset: settle, release the controller, judge, hold it again:
+        {success, completion_s, progress, duration_s, smoothness}."""
+        c = self.client
         c.run(self.settle_s)
         if self.record:
             c.call(Trigger, '/recorder/start', Trigger.Request())
@@ -101,8 +112,7 @@ class EpisodeRunner:
         if self.record:
             outcome = 'stop_success' if result['success'] else 'stop_fail'
             c.call(Trigger, f'/recorder/{outcome}', Trigger.Request())
-        return {'split': split.name, 'episode': episode, 'seed': split.seed(episode),
-                **result, 'smoothness': self._smoothness()}
+        return {**result, 'smoothness': self._smoothness()}
 
     def _smoothness(self):
         """Step and switch jerk of this episode's commands (see smoothness.py), or None."""

@@ -7,15 +7,23 @@ import time
 
 
 class GraphClient:
-    """One node on ``domain``; call :meth:`close` when done."""
+    """One node on ``domain``; call :meth:`close` when done.
 
-    def __init__(self, domain, name='dial_eval'):
+    ``domain`` None: the environment's ROS_DOMAIN_ID. ``args``: a command line whose
+    ``--ros-args`` (parameters, remaps) apply, as a launched node gets them.
+    ``handle_signals`` False: rclpy installs no signal handlers, so Ctrl-C is a plain
+    KeyboardInterrupt and the context stays usable for the owner's clean-up.
+    """
+
+    def __init__(self, domain, name='dial_eval', args=None, handle_signals=True):
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
         self.rclpy = rclpy
         self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain)
+        rclpy.init(args=args, context=self.context, domain_id=domain,
+                   signal_handler_options=None if handle_signals else SignalHandlerOptions.NO)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -79,6 +87,14 @@ class GraphClient:
         if refused:
             raise ValueError(f'/{node_name} refused parameters: {refused}')
         return results
+
+    def get_parameters(self, node_name, names, timeout=10.0):
+        """{name: value} of ``node_name``'s parameters, through its service."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+        reply = self.call(GetParameters, f'/{node_name}/get_parameters',
+                          GetParameters.Request(names=list(names)), timeout)
+        return {n: parameter_value_to_python(v) for n, v in zip(names, reply.values)}
 
     def close(self):
         self.executor.shutdown()
