@@ -187,3 +187,20 @@ def test_launch_starts_the_view_with_the_sim_or_when_asked(arguments, started):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert ('foresight_view' in json.loads(out.stdout)) == started
+
+
+def test_launch_gives_the_view_the_checkpoint_when_it_has_a_decoder(tmp_path):
+    import json
+    import subprocess
+
+    from rosgraph import child_env, PYTHON, ROOT
+    from test_launch_settings import PLAN
+
+    def plan(checkpoint):
+        out = subprocess.run([PYTHON, '-c', PLAN, f'checkpoint:={checkpoint}'], cwd=ROOT,
+                             env=child_env(0), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)
+    assert 'foresight_view' not in plan(tmp_path)     # no decoder there: not started
+    (tmp_path / fd.WEIGHTS).write_bytes(b'')
+    assert plan(tmp_path)['foresight_view'][1] == {'checkpoint': str(tmp_path)}
