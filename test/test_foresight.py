@@ -204,3 +204,19 @@ def test_launch_gives_the_view_the_checkpoint_when_it_has_a_decoder(tmp_path):
     assert 'foresight_view' not in plan(tmp_path)     # no decoder there: not started
     (tmp_path / fd.WEIGHTS).write_bytes(b'')
     assert plan(tmp_path)['foresight_view'][1] == {'checkpoint': str(tmp_path)}
+
+
+@pytest.mark.ros
+def test_node_without_a_decoder_exits_with_the_file_and_the_command(tmp_path):
+    from rosgraph import start_node, stop_node
+    from test_node_perception import domain_for
+    missing = tmp_path / 'none' / fd.WEIGHTS
+    proc = start_node('foresight_view', domain_for('foresight_missing'), tmp_path / 'node.log',
+                      decoder=str(missing))
+    try:
+        code = proc.wait(120)
+    finally:
+        stop_node(proc)
+    log = (tmp_path / 'node.log').read_text()
+    assert code == 1, log
+    assert str(missing) in log and 'dial_ros.train.foresight_decoder' in log, log
