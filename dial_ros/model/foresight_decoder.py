@@ -112,8 +112,11 @@ class ForesightDecoder(nn.Module):
             tokens = tokens[None]
         if not np.all(np.isfinite(tokens)):
             raise ValueError('tokens: contain NaN or Inf')
-        rgb = self(torch.from_numpy(np.ascontiguousarray(tokens)))
-        out = (rgb.permute(0, 2, 3, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+        out = []
+        for k in range(0, len(tokens), 64):   # bounded memory for long stacks
+            rgb = self(torch.from_numpy(np.ascontiguousarray(tokens[k:k + 64])))
+            out.append((rgb.permute(0, 2, 3, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8))
+        out = torch.cat(out).numpy()
         return out[0] if single else out
 
 
