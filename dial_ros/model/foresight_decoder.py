@@ -12,7 +12,8 @@ upsample + two 3x3 conv stages (8 -> 16 -> 32 -> 64 -> ``image_size``) whose out
 added to the logit of the training frames' mean image (it learns what differs from the
 average scene), a sigmoid for RGB in [0, 1]. Nearest upsampling + conv instead of
 transposed convs: no checkerboard artefacts. 115 k parameters, about 0.1 G multiply-adds a
-frame at 112 px: ~20 ms on one CPU core, so a panel at 2 Hz costs a few per cent of a core.
+frame at 112 px: 6-20 ms on one CPU core (idle vs loaded), so panels at 2 Hz cost a few per
+cent of a core.
 
 Stored beside a checkpoint as ``foresight_decoder.safetensors`` (weights and statistics)
 plus ``foresight_decoder.json`` (this config and where it came from). No rclpy here.
