@@ -139,14 +139,20 @@ def test_node_publishes_now_foresight_actual_panels(tmp_path):
     from dial_ros.topics import TOPIC_FORESIGHT_IMAGE, TOPIC_IMAGE, TOPIC_INTENT
     from rosgraph import running_node
     from test_node_perception import domain_for
-    size = fd.load_decoder(fd.decoder_path(bundled_checkpoint())).config.image_size
+    from dial_ros.model.checkpoint import load_checkpoint
+    decoder = fd.load_decoder(fd.decoder_path(bundled_checkpoint()))
+    size = decoder.config.image_size
+    # the "intent" is the true tokens of a sim frame: its pane must look like that frame
+    scene = held_out_frames(count=1)
+    with torch.inference_mode():
+        vision = load_checkpoint(bundled_checkpoint(), part='vision').eval()
+        tokens = vision.system2.encode_images(scene).float().numpy()[0]
     domain = domain_for('foresight_view')
     with running_node('foresight_view', domain, tmp_path / 'node.log',
                       panel_rate_hz=5.0) as (peer, _):
         panels = peer.collect(Image, TOPIC_FORESIGHT_IMAGE, QOS_PANEL, stamped=False)
         pub_image = peer.node.create_publisher(Image, TOPIC_IMAGE, QOS_SENSOR)
         pub_intent = peer.node.create_publisher(LatentTensor, TOPIC_INTENT, QOS_LATENT)
-        tokens = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
         k = [0]
 
         def send():   # one 20 Hz camera frame (stamp k * 0.05 s), an intent every 4th
@@ -168,6 +174,9 @@ def test_node_publishes_now_foresight_actual_panels(tmp_path):
     now, later = panel[LABEL_HEIGHT:, :size], panel[LABEL_HEIGHT:, 2 * size:]
     assert (now == color_of(index)).all()
     assert (later == color_of(index + 16)).all()        # 16 steps of 20 Hz later
+    foresight, truth = panel[LABEL_HEIGHT:, size:2 * size], fd.resize(scene[0], size)
+    mean_image = (torch.sigmoid(decoder.image_logit).permute(1, 2, 0).numpy() * 255).round()
+    assert fd.psnr(foresight, truth) > fd.psnr(mean_image, truth) + 3.0
 
 
 @pytest.mark.parametrize('arguments, started', [
