@@ -126,7 +126,8 @@ def launch_config(out, driver, plan, episodes, record, params=None):
 
 def launch_arguments(args, params):
     arguments = [f'driver:={args.driver}', f'config:={params}',
-                 f'record:={"true" if args.record else "false"}']
+                 f'record:={"true" if args.record else "false"}',
+                 'foresight_view:=false']   # nobody watches: no panel node's CPU in the numbers
     if args.record:
         arguments.append(f'record_dir:={pathlib.Path(args.record).resolve()}')
     if args.driver == 'policy' and args.checkpoint:
