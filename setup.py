@@ -48,6 +48,7 @@ setup(
             'dial-ros-replay = dial_ros.nodes.replay:main',
             'dial-ros-episodes = dial_ros.nodes.episodes:main',
             'dial-ros-bag = dial_ros.bags.__main__:main',
+            'dial-ros-foresight-view = dial_ros.nodes.foresight_view:main',
         ],
     },
 )

@@ -30,3 +30,5 @@ TOPIC_EXPERT_EPISODE = '/expert/episode'           # std_msgs/String, JSON event
 TOPIC_EXPERT_LABEL = '/expert/action_label'
 TOPIC_WRISTS = '/human/wrist_poses'                # geometry_msgs/PoseArray [right, left]
 TOPIC_DIAGNOSTICS = '/diagnostics'                 # diagnostic_msgs/DiagnosticArray
+# now | decoded foresight | the frame that came H steps later (dial_ros.nodes.foresight_view)
+TOPIC_FORESIGHT_IMAGE = '/dial/foresight/image'    # sensor_msgs/Image rgb8

@@ -13,6 +13,8 @@ command line, so a copy of the file with other values works as it reads.
 Written against the standard launch / launch_ros API. Where `ros2 launch` is missing, the
 project's runner executes this same file: `.venv/bin/dial-ros-launch humanoid.launch.py`.
 """
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown, TimerAction
 from launch.conditions import IfCondition
@@ -23,6 +25,7 @@ from launch_ros.substitutions import FindPackageShare
 import yaml
 
 UNTRAINED = 'untrained'  # dial_ros.paths.UNTRAINED: the checkpoint value of an untrained model
+DECODER = 'foresight_decoder.safetensors'  # dial_ros.model.foresight_decoder.WEIGHTS
 MODEL_NODES = ('perception', 'intent', 'controller')
 
 ARGUMENTS = [
@@ -36,6 +39,8 @@ ARGUMENTS = [
     ('duration', '0', 'stop everything after this many seconds (0 = run until Ctrl-C)'),
     ('episodes', 'false', 'with sim and driver:=policy: run episodes one after another, one '
                           'line and one MP4 each (scripts/run.sh sets true)'),
+    ('foresight_view', '', 'publish now | decoded foresight | actual panels on '
+                           '/dial/foresight/image (true/false; empty: on with the sim)'),
 ]
 # argument -> (nodes, parameter, type, description): not given = the parameter file's value
 OVERRIDES = {
@@ -152,7 +157,28 @@ def _nodes(context):
     if episodes and sim and driver == 'policy':
         actions.append(Node(package='dial_ros', executable='episodes', name='episodes',
                             output='screen', parameters=parameters('episodes')))
+    actions += _foresight_view(context, sim, config, given['checkpoint']
+                               or _file_value(params, 'foresight_view', 'checkpoint')
+                               or checkpoint)
     return actions
+
+
+def _foresight_view(context, sim, config, checkpoint):
+    """The foresight panel node: on with the sim when the checkpoint has a decoder, else asked.
+
+    ``checkpoint``: the argument, else the node's own in the file, else the model nodes'.
+    """
+    text = context.launch_configurations.get('foresight_view', '')
+    if text.strip():
+        wanted = _flag('foresight_view', text)
+    else:   # '' is the bundled checkpoint, which ships its decoder
+        wanted = sim and checkpoint != UNTRAINED and (
+            not checkpoint or os.path.isfile(os.path.join(checkpoint, DECODER)))
+    if not wanted:
+        return []
+    extra = {'checkpoint': ParameterValue(checkpoint, value_type=str)} if checkpoint else {}
+    return [Node(package='dial_ros', executable='foresight_view', name='foresight_view',
+                 output='screen', parameters=[config, extra] if extra else [config])]
 
 
 def generate_launch_description():

@@ -4,8 +4,8 @@
 # command, the clean target as the label), a LeRobot dataset (lossless video), the frozen
 # ViT's token cache, tiny DIAL trained with config/train_tiny_lift.yaml (decoupled warmup,
 # then end to end), the checkpoint with the best closed-loop success on validation seeds,
-# copied. Every step resumes: a rerun reuses finished demos, cache files, the training run
-# and finished selection episodes.
+# copied, and its foresight image decoder trained. Every step resumes: a rerun reuses
+# finished demos, cache files, the training run and finished selection episodes.
 #   scripts/build_checkpoint.sh      # 200 demos recorded through the launch and the recorder
 #   SOURCE=sim DEMOS=1000 WORK=work/lift_sim OUT= scripts/build_checkpoint.sh
 #       # 1000 in-process demos with 0-3 random distractors each, nothing copied (a results row)
@@ -54,4 +54,8 @@ if [ -n "$OUT" ]; then
   # the model only: weights, config (with the dataset's normalisation), VLM files
   cp -r "$WORK/run/checkpoints/best/"{model.safetensors,dial_config.yaml,vlm} "$OUT/"
   echo "bundled checkpoint: $OUT ($(readlink "$WORK/run/checkpoints/best"))"
+  # the foresight image decoder beside it (foresight_view node); FORESIGHT_VAL: held-out
+  # episodes for its PSNR metrics (none: not measured)
+  "$PY" -m dial_ros.train.foresight_decoder --dataset "$WORK/dataset" --episodes "$DEMOS" \
+    --checkpoint "$OUT" ${FORESIGHT_VAL:+--val-dataset "$FORESIGHT_VAL"}
 fi

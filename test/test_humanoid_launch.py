@@ -35,6 +35,7 @@ def graph(tmp_path_factory):
     probe.record(TOPIC_INTENT, LatentTensor, QOS_LATENT,
                  lambda m: (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
     probe.record(TOPIC_OBSERVATION, LatentTensor, QOS_LATENT, lambda m: None)
+    _record_foresight_panels(probe)
     probe.record(TOPIC_JOINT_STATES, JointState, QOS_SENSOR,
                  lambda m: (list(m.name), np.array(m.position)))
     yield {'probe': probe, 'launch': launch, 'domain': domain, 'logs': logs}
@@ -67,6 +68,21 @@ def test_commands_intents_and_observations_flow_at_their_rates(graph):
     assert rates[TOPIC_INTENT] > 1.5, rates
     assert rates[TOPIC_OBSERVATION] > 5, rates
     assert rates[TOPIC_JOINT_STATES] > 10, rates
+
+
+def _record_foresight_panels(probe):
+    from sensor_msgs.msg import Image
+
+    from dial_ros.nodes.foresight_view import QOS_PANEL
+    from dial_ros.topics import TOPIC_FORESIGHT_IMAGE
+    probe.record(TOPIC_FORESIGHT_IMAGE, Image, QOS_PANEL, lambda m: (m.width, m.height))
+
+
+def test_the_foresight_view_publishes_panels_with_the_sim(graph):
+    from dial_ros.topics import TOPIC_FORESIGHT_IMAGE
+    probe = graph['probe']
+    assert probe.wait_for(TOPIC_FORESIGHT_IMAGE, 2, timeout=60), log_tail(graph)
+    assert probe.since(TOPIC_FORESIGHT_IMAGE, 0)[-1][1] == (3 * 112, 112 + 14)
 
 
 def test_sim_joints_move_and_stay_within_limits(graph):

@@ -132,12 +132,13 @@ def launch_plan(*arguments):
 def test_only_the_arguments_given_override_the_parameter_file():
     config = 'config/humanoid.yaml'
     plan = launch_plan()
-    assert sorted(plan) == ['controller', 'intent', 'perception', 'sim']
-    assert plan['perception'] == plan['intent'] == plan['sim'] == [config]
+    assert sorted(plan) == ['controller', 'foresight_view', 'intent', 'perception', 'sim']
+    assert plan['perception'] == plan['intent'] == plan['sim'] == plan['foresight_view'] == \
+        [config]
     assert plan['controller'] == [config, {'simulated': True}]
     plan = launch_plan('sim:=false', 'autostart:=false', 'control_rate_hz:=120',
                        'checkpoint:=/ckpt', 'embodiment:=robot', 'instruction:=wave')
-    assert 'sim' not in plan
+    assert 'sim' not in plan and 'foresight_view' not in plan
     for node in ('perception', 'intent', 'controller'):
         assert plan[node][0] == config
         assert {'autostart': False, 'checkpoint': '/ckpt', 'embodiment': 'robot'}.items() <= \

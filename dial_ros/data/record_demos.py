@@ -57,7 +57,8 @@ def record(out, demos, task_preset='default', timeout_s=3600.0, domain=None, exp
     LOG.info('recording %d more demos into %s (seeds from %d, domain %d)', demos - have, out,
              seed, domain)
     proc = start_launch(['driver:=expert', 'record:=true', f'record_dir:={out}',
-                         f'config:={params}'], out / '.record_launch.log', domain)
+                         f'config:={params}', 'foresight_view:=false'],
+                        out / '.record_launch.log', domain)
     deadline, count = time.monotonic() + timeout_s, have
     try:
         while count < demos:

@@ -125,9 +125,10 @@ def launch_config(out, driver, plan, episodes, record, params=None):
 
 
 def launch_arguments(args, params):
-    # episodes:=false: this tool drives the episodes itself (no second runner in the launch)
+    # episodes:=false: this tool drives the episodes itself (no second runner in the launch);
+    # foresight_view:=false: nobody watches, no panel node's CPU in the numbers
     arguments = [f'driver:={args.driver}', f'config:={params}', 'episodes:=false',
-                 f'record:={"true" if args.record else "false"}']
+                 f'record:={"true" if args.record else "false"}', 'foresight_view:=false']
     if args.record:
         arguments.append(f'record_dir:={pathlib.Path(args.record).resolve()}')
     if args.driver == 'policy' and args.checkpoint:
