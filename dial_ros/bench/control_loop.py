@@ -396,8 +396,10 @@ def main(argv=None):
     load_before = os.getloadavg()
     launch = None
     if args.load == 'launch':
+        # the robot's launch: no foresight panel (off with sim:=false unless asked)
         launch = procs.start([python(), '-m', 'dial_ros.launch_runner', 'dial_ros',
-                              'humanoid.launch.py'], domain, log_dir / 'launch.log')
+                              'humanoid.launch.py', 'foresight_view:=false'],
+                             domain, log_dir / 'launch.log')
         feeders = [launch]
     elif synthetic:
         shape = ','.join(str(n) for n in policy.token_shape)

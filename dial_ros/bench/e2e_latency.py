@@ -118,6 +118,7 @@ def main(argv=None):
     launch = procs.start(
         [sys.executable, '-m', 'dial_ros.launch_runner', 'dial_ros', 'humanoid.launch.py',
          f'control_rate_hz:={args.control_rate_hz}',
+         'foresight_view:=false',  # the robot's launch: no panel (off with sim:=false)
          f'duration:={args.duration + args.warmup + 30}'],
         domain, stderr=subprocess.DEVNULL)
     import rclpy
