@@ -46,6 +46,7 @@ setup(
             'dial-ros-expert = dial_ros.nodes.expert:main',
             'dial-ros-recorder = dial_ros.nodes.recorder:main',
             'dial-ros-replay = dial_ros.nodes.replay:main',
+            'dial-ros-surprise = dial_ros.nodes.surprise:main',
             'dial-ros-bag = dial_ros.bags.__main__:main',
         ],
     },

@@ -25,3 +25,5 @@ TOPIC_EXPERT_EPISODE = '/expert/episode'           # std_msgs/String, JSON event
 TOPIC_EXPERT_LABEL = '/expert/action_label'
 TOPIC_WRISTS = '/human/wrist_poses'                # geometry_msgs/PoseArray [right, left]
 TOPIC_DIAGNOSTICS = '/diagnostics'                 # diagnostic_msgs/DiagnosticArray
+# System-2's foresight against the frame that arrived (the surprise monitor, issue 12).
+TOPIC_SURPRISE = '/dial/surprise'                  # dial_ros/Surprise

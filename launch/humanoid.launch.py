@@ -31,6 +31,7 @@ ARGUMENTS = [
                          'scripted IK expert, sim only)'),
     ('record', 'false', 'start the demo recorder'),
     ('duration', '0', 'stop everything after this many seconds (0 = run until Ctrl-C)'),
+    ('surprise', 'true', 'start the surprise monitor (foresight vs the frame that came)'),
 ]
 # argument -> (nodes, parameter, type, description): not given = the parameter file's value
 OVERRIDES = {
@@ -132,6 +133,9 @@ def _nodes(context):
     if record:
         actions.append(Node(package='dial_ros', executable='recorder', name='recorder',
                             output='screen', parameters=parameters('recorder')))
+    if _flag('surprise', context.launch_configurations['surprise']):  # cheap: on by default
+        actions.append(Node(package='dial_ros', executable='surprise', name='surprise',
+                            output='screen', parameters=[config]))
     return actions
 
 

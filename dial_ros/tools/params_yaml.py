@@ -15,6 +15,7 @@ import sys
 import yaml
 
 NODES = ('sim', 'perception', 'intent', 'controller', 'expert', 'recorder', 'replay')
+NODES += ('surprise',)  # the surprise monitor (issue 12)
 # The embedded sim's task: the intent node starts with it under the launch (its own default,
 # '', waits for /dial/instruction). The launch argument instruction:= overrides it.
 TASK_INSTRUCTION = 'pick up the cube and lift it'
