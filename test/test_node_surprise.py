@@ -5,6 +5,8 @@ stamped one control period apart and an intent whose foresight has a known surpr
 against them (the copy of its own frame scores 1; moving the wrong way scores 4), then reads
 /dial/surprise and the node's /diagnostics while the thresholds change live.
 """
+import time
+
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -51,10 +53,20 @@ class Stack:
             self.peer.run(0.02)
         return t0
 
+    def scored(self, got, k, timeout=30.0):
+        """Send episodes until the node publishes one more score (the first ones can be lost
+        while discovery completes on the node's side); returns (intent stamp, message)."""
+        before = len(got)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            t0 = self.episode(k)
+            if self.peer.spin_until(lambda: len(got) > before, 3.0):
+                return t0, got[-1]
+        raise AssertionError(f'no /dial/surprise message in {timeout} s')
 
-def next_diagnostics(peer, diags, timeout=15.0):
-    """The node's next /diagnostics status that scored an intent in its period."""
-    start = len(diags)
+
+def next_diagnostics(peer, diags, start, timeout=15.0):
+    """The node's first /diagnostics status after ``diags[start]`` that scored an intent."""
 
     def mine():
         for msg in diags[start:]:
@@ -70,39 +82,50 @@ def next_diagnostics(peer, diags, timeout=15.0):
 def test_surprise_topic_and_diagnostics_follow_the_thresholds(tmp_path):
     domain = domain_for('surprise_node')
     with running_node('surprise', domain, tmp_path / 'surprise.log',
-                      warn_threshold=2.0, error_threshold=5.0) as (peer, proc):
+                      warn_threshold=2.0, error_threshold=5.0,
+                      relative_mse_error=0.0) as (peer, proc):
         got = peer.collect(Surprise, TOPIC_SURPRISE, 10, stamped=False)
         diags = peer.collect(DiagnosticArray, '/diagnostics', 10, stamped=False)
         stack = Stack(peer)
         stack.wait_matched()
 
-        t0 = stack.episode(k=0.0)  # the copy of its own frame: surprise 1, OK
-        assert peer.spin_until(lambda: len(got) >= 1, 15.0), (tmp_path / 'surprise.log')
-        msg = got[-1]
+        mark = len(diags)
+        t0, msg = stack.scored(got, k=0.0)  # the copy of its own frame: surprise 1, OK
         assert stamp_to_sec(msg.header.stamp) == pytest.approx(t0, abs=1e-6)
         assert stamp_to_sec(msg.target_stamp) == pytest.approx(t0 + HORIZON * PERIOD, abs=1e-6)
         assert msg.horizon == HORIZON
         assert msg.surprise == pytest.approx(1.0, rel=1e-4)
         assert msg.mse == pytest.approx(msg.copy_mse, rel=1e-4) and msg.level == Surprise.OK
-        assert next_diagnostics(peer, diags).level == DiagnosticStatus.OK
+        assert next_diagnostics(peer, diags, mark).level == DiagnosticStatus.OK
 
-        stack.episode(k=-1.0)  # foresaw the opposite motion: surprise 4 -> WARN (2 <= 4 < 5)
-        assert peer.spin_until(lambda: len(got) >= 2, 15.0)
+        mark = len(diags)
+        stack.scored(got, k=-1.0)  # foresaw the opposite motion: surprise 4 -> WARN (2 <= 4 < 5)
         assert got[-1].surprise == pytest.approx(4.0, rel=1e-3)
         assert got[-1].level == Surprise.WARN
-        status = next_diagnostics(peer, diags)
+        status = next_diagnostics(peer, diags, mark)
         assert status.level == DiagnosticStatus.WARN and 'warn_threshold' in status.message
 
         # live, as rqt does: error at 3 makes the same surprise an ERROR
         peer.set_parameters('surprise', error_threshold=3.0)
-        stack.episode(k=-1.0)
-        assert peer.spin_until(lambda: len(got) >= 3, 15.0)
+        mark = len(diags)
+        stack.scored(got, k=-1.0)
         assert got[-1].level == Surprise.ERROR
-        assert next_diagnostics(peer, diags).level == DiagnosticStatus.ERROR
+        assert next_diagnostics(peer, diags, mark).level == DiagnosticStatus.ERROR
 
         # warn must stay below error: refused with the reason, the old values kept
         with pytest.raises(ValueError, match='error_threshold .* greater than warn_threshold'):
             peer.set_parameters('surprise', warn_threshold=3.5)
-        stack.episode(k=-1.0)
-        assert peer.spin_until(lambda: len(got) >= 4, 15.0)
+        mark = len(diags)
+        stack.scored(got, k=-1.0)
         assert got[-1].level == Surprise.ERROR
+
+        # surprise 4 below warn 5, but the error is ~2x the tokens' variance: the relative
+        # rule alone makes it an ERROR
+        peer.set_parameters('surprise', error_threshold=10.0)
+        peer.set_parameters('surprise', warn_threshold=5.0, relative_mse_error=1.0)
+        mark = len(diags)
+        stack.scored(got, k=-1.0)
+        assert got[-1].surprise < 5.0 and got[-1].relative_mse > 1.0
+        assert got[-1].level == Surprise.ERROR
+        status = next_diagnostics(peer, diags, mark)
+        assert status.level == DiagnosticStatus.ERROR and 'relative_mse' in status.message

@@ -59,6 +59,10 @@ def test_bad_tensors_are_named():
 
 def test_thresholds_and_levels():
     assert [level(v, 2.0, 4.0) for v in (1.0, 2.0, 3.9, 4.0)] == ['OK', 'WARN', 'WARN', 'ERROR']
+    # the relative error rule: ERROR whatever the surprise, unless it is off (0)
+    assert level(1.0, 2.0, 4.0, relative_mse=0.6, relative_error=0.5) == 'ERROR'
+    assert level(1.0, 2.0, 4.0, relative_mse=0.4, relative_error=0.5) == 'OK'
+    assert level(1.0, 2.0, 4.0, relative_mse=9.0, relative_error=0.0) == 'OK'
     with pytest.raises(ValueError, match='error_threshold .* greater than warn_threshold'):
         check_thresholds(3.0, 3.0)
     with pytest.raises(ValueError, match='warn_threshold: must be > 0'):
@@ -70,7 +74,7 @@ def test_thresholds_and_levels():
 @pytest.mark.parametrize('order', ['intent_first', 'frames_first', 'target_first'])
 def test_monitor_pairs_an_intent_with_the_frame_its_horizon_points_at(order):
     """Horizon 16 at 20 Hz: intent stamped t is compared with the frame stamped t + 0.8 s."""
-    monitor = SurpriseMonitor(PERIOD, 0.02, warn=2.0, error=3.0)
+    monitor = SurpriseMonitor(PERIOD, 0.02, warn=2.0, error=3.0, relative_error=0.0)
     rng = np.random.default_rng(0)
     t0 = 100.0
     # frames every period with a little stamp jitter, as the sim's wall-clock stamps have
@@ -92,6 +96,7 @@ def test_monitor_pairs_an_intent_with_the_frame_its_horizon_points_at(order):
     result = results[0]
     assert result.stamp == t0 and result.target_stamp == stamps[16]
     assert result.surprise == pytest.approx(4.0) and result.level == 'ERROR'
+    assert result.relative_mse == pytest.approx(result.mse / result.token_var)
     assert monitor.counts['scored'] == 1
 
 

@@ -10,7 +10,12 @@ compares the two:
 * ``surprise = mse / max(copy_mse, floor)``: 1.0 means the foresight was no better than
   assuming a still scene, below 1 it foresaw the motion, far above 1 it expected something
   else (a moved or missing object, a blocked camera, an object it never saw);
-* ``cosine``: mean per-token cosine similarity between foresight and the tokens seen.
+* ``cosine``: mean per-token cosine similarity between foresight and the tokens seen;
+* ``relative_mse = mse / token_var``: the error against the spread of the seen tokens, not
+  divided by the copy error. A sudden change (a blocked camera) fools the foresight and the
+  copy alike for the first ``horizon`` frames, so their ratio stays near 1 until intents
+  computed from the changed frames mispredict (measured: ~2.5 s); ``relative_mse`` jumps at
+  the first frame. ``relative_error`` (0 = off) makes it an ERROR too.
 
 The floor keeps a still scene (copy error near 0: the robot waiting, a frozen camera) from
 turning a tiny foresight error into a huge ratio. It is relative, ``floor_fraction`` times
@@ -42,6 +47,11 @@ class Surprise:
     token_var: float    # per-feature variance of the seen tokens (the floor's reference)
     level: str = 'OK'
 
+    @property
+    def relative_mse(self):
+        """The foresight error as a share of the seen tokens' variance."""
+        return self.mse / max(self.token_var, np.finfo(np.float64).tiny)
+
 
 def score(foresight, current, future, floor_fraction=0.05):
     """Return ``(surprise, cosine, mse, copy_mse, token_var)`` for (tokens, dim) arrays.
@@ -68,9 +78,11 @@ def score(foresight, current, future, floor_fraction=0.05):
     return mse / denominator, cosine, mse, copy_mse, token_var
 
 
-def level(surprise, warn, error):
-    """'OK', 'WARN' or 'ERROR' for a surprise value and the two thresholds."""
-    return 'ERROR' if surprise >= error else 'WARN' if surprise >= warn else 'OK'
+def level(surprise, warn, error, relative_mse=0.0, relative_error=0.0):
+    """'OK', 'WARN' or 'ERROR' from the thresholds (``relative_error`` 0: not used)."""
+    if surprise >= error or 0 < relative_error <= relative_mse:
+        return 'ERROR'
+    return 'WARN' if surprise >= warn else 'OK'
 
 
 def check_thresholds(warn, error):
@@ -97,7 +109,7 @@ class SurpriseMonitor:
     """
 
     def __init__(self, period_s=0.05, tolerance_s=0.025, max_frames=64, max_pending=32,
-                 floor_fraction=0.05, warn=2.5, error=5.0):
+                 floor_fraction=0.05, warn=2.5, error=5.0, relative_error=0.5):
         self.period_s = finite_number(period_s, 'period_s')
         self.tolerance_s = finite_number(tolerance_s, 'tolerance_s', low=0.0)
         if self.period_s <= 0:
@@ -106,7 +118,7 @@ class SurpriseMonitor:
             raise ValueError(f'tolerance_s ({tolerance_s}) must be below period_s '
                              f'({period_s}), or one stamp matches two frames')
         self.floor_fraction = finite_number(floor_fraction, 'floor_fraction', low=0.0)
-        self.warn, self.error = check_thresholds(warn, error)
+        self.set_thresholds(warn, error, relative_error)
         self._stamps = []                                  # sorted observation stamps
         self._frames = {}                                  # stamp -> tokens
         self.max_frames = int(max_frames)
@@ -114,9 +126,10 @@ class SurpriseMonitor:
         self.counts = {'scored': 0, 'no_current_frame': 0, 'target_missed': 0,
                        'pending_overflow': 0, 'bad_tensor': 0}
 
-    def set_thresholds(self, warn, error):
-        """Change the WARN / ERROR thresholds (ValueError unless 0 < warn < error)."""
+    def set_thresholds(self, warn, error, relative_error):
+        """Change the thresholds (ValueError unless 0 < warn < error, relative_error >= 0)."""
         self.warn, self.error = check_thresholds(warn, error)
+        self.relative_error = finite_number(relative_error, 'relative_mse_error', low=0.0)
 
     def reset(self):
         """Forget observations and pending intents (a new episode, a clock jump)."""
@@ -181,5 +194,7 @@ class SurpriseMonitor:
             self.counts['bad_tensor'] += 1
             raise
         self.counts['scored'] += 1
-        return Surprise(stamp, target, value, cosine, mse, copy_mse, token_var,
-                        level(value, self.warn, self.error))
+        result = Surprise(stamp, target, value, cosine, mse, copy_mse, token_var)
+        result.level = level(value, self.warn, self.error, result.relative_mse,
+                             self.relative_error)
+        return result

@@ -5,8 +5,11 @@ Publishes: /dial/surprise (dial_ros/Surprise), one message per intent whose targ
 (the intent's stamp + ``horizon`` x ``step_period_s``, matched within
 ``match_tolerance_s``) arrived, stamped with the intent's stamp; and /diagnostics (1 Hz):
 WARN / ERROR when the largest surprise of the last period reached ``warn_threshold`` /
-``error_threshold``. The thresholds change live (rqt, ``ros2 param set``); 0 < warn < error
-is enforced with a reason. Scoring and matching: :mod:`dial_ros.core.surprise`.
+``error_threshold``, and ERROR when ``relative_mse`` (the foresight error against the seen
+tokens' variance) reached ``relative_mse_error`` (0 = off): a sudden change of the whole
+view leaves surprise near 1 for a horizon but shows there at once. The thresholds change
+live (rqt, ``ros2 param set``); 0 < warn < error is enforced with a reason. Scoring and
+matching: :mod:`dial_ros.core.surprise`.
 """
 import dataclasses
 import sys
@@ -32,6 +35,9 @@ class Params:
                                     low=0.01, high=1000.0)
     error_threshold: float = setting(5.0, 'surprise from which diagnostics say ERROR (live); '
                                      'must be above warn_threshold', low=0.01, high=1000.0)
+    relative_mse_error: float = setting(0.5, 'foresight error / variance of the seen tokens '
+                                        'from which diagnostics say ERROR (live); 0 = off',
+                                        low=0.0, high=1000.0)
     step_period_s: float = setting(0.05, "the model's control step: an intent of horizon H "
                                    'foresees the frame H steps after its stamp', low=0.001,
                                    high=10.0, unit='s')
@@ -66,7 +72,7 @@ class SurpriseNode(Node):
         self.counts = {'observations': 0, 'intents': 0, 'revoked': 0, 'bad_tensor': 0,
                        'clock_resets': 0}
         self.newest = None
-        self.window = common.WindowStats()
+        self.window, self.relative = common.WindowStats(), common.WindowStats()
         self.last = None
         self.diagnostics = common.Diagnostics(self)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -75,12 +81,14 @@ class SurpriseNode(Node):
         p = self.params
         self.monitor = SurpriseMonitor(p.step_period_s, p.match_tolerance_s,
                                        floor_fraction=p.floor_fraction,
-                                       warn=p.warn_threshold, error=p.error_threshold)
+                                       warn=p.warn_threshold, error=p.error_threshold,
+                                       relative_error=p.relative_mse_error)
 
     def _on_param(self, name, value):
         p = self.params
-        if name in ('warn_threshold', 'error_threshold'):
-            self.monitor.set_thresholds(p.warn_threshold, p.error_threshold)
+        if name in ('warn_threshold', 'error_threshold', 'relative_mse_error'):
+            self.monitor.set_thresholds(p.warn_threshold, p.error_threshold,
+                                        p.relative_mse_error)
         else:  # the matching changed: pending intents were queued under the old rule
             self._make_monitor()
         self.get_logger().info(f'{name} set to {value!r}')
@@ -130,7 +138,8 @@ class SurpriseNode(Node):
     def _publish(self, results, frame_id):
         for r in results:
             msg = Surprise(surprise=r.surprise, cosine=r.cosine, mse=r.mse,
-                           copy_mse=r.copy_mse, level=LEVELS.index(r.level),
+                           copy_mse=r.copy_mse, relative_mse=r.relative_mse,
+                           level=LEVELS.index(r.level),
                            horizon=int(round((r.target_stamp - r.stamp)
                                              / self.params.step_period_s)))
             common.sec_to_stamp(r.stamp, msg.header.stamp)
@@ -138,13 +147,17 @@ class SurpriseNode(Node):
             msg.header.frame_id = frame_id
             self.pub.publish(msg)
             self.window.add(r.surprise)
+            self.relative.add(r.relative_mse)
             self.last = r
 
     def _publish_diagnostics(self):
         p = self.params
         count, mean, peak = self.window.take()
+        relative = self.relative.take()[2]
         values = {'scored_last_period': count, 'surprise_mean': mean, 'surprise_max': peak,
-                  'warn_threshold': p.warn_threshold, 'error_threshold': p.error_threshold}
+                  'relative_mse_max': relative, 'warn_threshold': p.warn_threshold,
+                  'error_threshold': p.error_threshold,
+                  'relative_mse_error': p.relative_mse_error}
         if self.last is not None:
             values.update(surprise_last=self.last.surprise, cosine_last=self.last.cosine)
         values.update(self.counts)
@@ -154,6 +167,9 @@ class SurpriseNode(Node):
         elif peak >= p.error_threshold:
             level, message = 'error', f'surprise {peak:.3g} >= error_threshold ' \
                 f'{p.error_threshold:g}: the scene is not what System-2 foresaw'
+        elif 0 < p.relative_mse_error <= relative:
+            level, message = 'error', f'relative_mse {relative:.3g} >= relative_mse_error ' \
+                f'{p.relative_mse_error:g}: the view changed unforeseen'
         elif peak >= p.warn_threshold:
             level, message = 'warn', f'surprise {peak:.3g} >= warn_threshold ' \
                 f'{p.warn_threshold:g}'
