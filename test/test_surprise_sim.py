@@ -48,15 +48,19 @@ def test_bad_perturbations_are_named(sim):
 
 
 def test_an_occluded_camera_is_more_surprising_than_the_nominal_run():
-    from dial_ros.evaluate.surprise import make_loop
+    from dial_ros.evaluate.surprise import alarm_rules, first_alarm, make_loop
     from dial_ros.model.default import load_model
     from dial_ros.model.policy import DialPolicy
     model, _ = load_model('')
     with GR1Sim() as sim:
         loop = make_loop(2.5, 5.0)(sim, DialPolicy(model))
-        peaks = {}
+        peaks, runs = {}, {}
         for kind in (None, 'occlude_camera'):
-            scores = loop.episode(700001, kind, perturb_step=40, window=60)
+            runs[kind] = scores = loop.episode(700001, kind, perturb_step=40, window=60)
             assert scores, 'no intent was scored'
             peaks[kind] = max(value for frame, value, *_ in scores if frame >= 40)
     assert peaks['occlude_camera'] > 2.0 * peaks[None], peaks
+    # the node's ERROR rule (the relative error fires at once) with its default thresholds
+    error = alarm_rules(2.5, 5.0, 0.5)['error']
+    assert not any(error(x) for x in runs[None])
+    assert first_alarm(runs['occlude_camera'], 40, error) <= 5
