@@ -129,3 +129,24 @@ def test_surprise_topic_and_diagnostics_follow_the_thresholds(tmp_path):
         assert got[-1].level == Surprise.ERROR
         status = next_diagnostics(peer, diags, mark)
         assert status.level == DiagnosticStatus.ERROR and 'relative_mse' in status.message
+
+
+def test_sim_node_perturbation_parameter_changes_the_running_episode(tmp_path):
+    """Setting the sim's ``perturbation`` acts at once: the cube leaves the table; a bad
+    name is refused with the choices."""
+    from geometry_msgs.msg import PoseStamped
+
+    from dial_ros.topics import TOPIC_OBJECT_POSE
+    domain = domain_for('surprise_sim_perturbation')
+    with running_node('sim', domain, tmp_path / 'sim.log', publish_camera=False,
+                      seed=3) as (peer, proc):
+        poses = peer.collect(PoseStamped, TOPIC_OBJECT_POSE, 10, stamped=False)
+        assert peer.spin_until(lambda: poses, 30.0), (tmp_path / 'sim.log').read_text()
+        start = poses[-1].pose.position
+        peer.set_parameters('sim', perturbation='remove_cube')
+        count = len(poses)
+        assert peer.spin_until(lambda: len(poses) > count + 2, 10.0)
+        now = poses[-1].pose.position
+        assert abs(now.x - start.x) > 1.0 and now.x < -1.5  # parked off the table
+        with pytest.raises(ValueError, match='one of'):
+            peer.set_parameters('sim', perturbation='melt_cube')
