@@ -133,7 +133,7 @@ def _nodes(context):
     if record:
         actions.append(Node(package='dial_ros', executable='recorder', name='recorder',
                             output='screen', parameters=parameters('recorder')))
-    if _flag('surprise', context.launch_configurations['surprise']):  # cheap: on by default
+    if _flag('surprise', context.launch_configurations.get('surprise', 'true')):  # cheap
         actions.append(Node(package='dial_ros', executable='surprise', name='surprise',
                             output='screen', parameters=[config]))
     return actions

@@ -132,8 +132,9 @@ def launch_plan(*arguments):
 def test_only_the_arguments_given_override_the_parameter_file():
     config = 'config/humanoid.yaml'
     plan = launch_plan()
-    assert sorted(plan) == ['controller', 'intent', 'perception', 'sim']
-    assert plan['perception'] == plan['intent'] == plan['sim'] == [config]
+    assert sorted(plan) == ['controller', 'intent', 'perception', 'sim', 'surprise']
+    assert plan['perception'] == plan['intent'] == plan['sim'] == plan['surprise'] == [config]
+    assert 'surprise' not in launch_plan('surprise:=false')
     assert plan['controller'] == [config, {'simulated': True}]
     plan = launch_plan('sim:=false', 'autostart:=false', 'control_rate_hz:=120',
                        'checkpoint:=/ckpt', 'embodiment:=robot', 'instruction:=wave')
