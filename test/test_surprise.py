@@ -122,3 +122,14 @@ def test_monitor_drops_intents_whose_target_frame_never_came_and_stays_bounded()
     assert short.counts['no_current_frame'] == 1
     with pytest.raises(ValueError, match='horizon'):
         monitor.add_intent(5.0, current, 0)
+
+
+def test_an_intent_that_cannot_be_compared_is_dropped_with_its_reason():
+    monitor = SurpriseMonitor(PERIOD, 0.02)
+    current, future = frames()
+    assert monitor.add_intent(0.0, current[:, :8], 1) == []  # queued: no frames yet
+    monitor.add_observation(0.0, current)
+    assert monitor.add_observation(PERIOD, future) == []  # compared now, and refused
+    assert monitor.counts['bad_tensor'] == 1
+    assert 'foresight: shape (64, 8) does not match' in monitor.last_error
+    assert len(monitor.add_intent(0.0, current, 1)) == 1  # a good one still scores

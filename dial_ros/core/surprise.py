@@ -105,7 +105,9 @@ class SurpriseMonitor:
     results that the new item completed. Memory is bounded: ``max_frames`` observations
     (enough to span the horizon) and ``max_pending`` intents; an intent whose target frame
     is overdue by more than ``tolerance_s`` (a dropped frame) or whose own observation is
-    gone is dropped and counted in ``counts``.
+    gone is dropped and counted in ``counts``. An intent that cannot be compared (a shape
+    other than the frames') is dropped too, counted as ``bad_tensor``, its reason left in
+    ``last_error`` for the caller to report (a producer's bad tensor never stops the other).
     """
 
     def __init__(self, period_s=0.05, tolerance_s=0.025, max_frames=64, max_pending=32,
@@ -125,6 +127,7 @@ class SurpriseMonitor:
         self._pending = collections.deque(maxlen=int(max_pending))  # (target, stamp, tokens)
         self.counts = {'scored': 0, 'no_current_frame': 0, 'target_missed': 0,
                        'pending_overflow': 0, 'bad_tensor': 0}
+        self.last_error = ''
 
     def set_thresholds(self, warn, error, relative_error):
         """Change the thresholds (ValueError unless 0 < warn < error, relative_error >= 0)."""
@@ -190,9 +193,10 @@ class SurpriseMonitor:
         try:
             value, cosine, mse, copy_mse, token_var = score(
                 foresight, self._frames[current], self._frames[target], self.floor_fraction)
-        except ValueError:
+        except ValueError as err:
             self.counts['bad_tensor'] += 1
-            raise
+            self.last_error = f'intent stamped {stamp:.6f}: {err}'
+            return None
         self.counts['scored'] += 1
         result = Surprise(stamp, target, value, cosine, mse, copy_mse, token_var)
         result.level = level(value, self.warn, self.error, result.relative_mse,

@@ -136,6 +136,9 @@ class SurpriseNode(Node):
 
     # --- outputs -------------------------------------------------------------------------
     def _publish(self, results, frame_id):
+        if self.monitor.last_error:
+            error, self.monitor.last_error = self.monitor.last_error, ''
+            self.throttle('error', 'not_compared', f'{error}; dropped')
         for r in results:
             msg = Surprise(surprise=r.surprise, cosine=r.cosine, mse=r.mse,
                            copy_mse=r.copy_mse, relative_mse=r.relative_mse,
