@@ -47,6 +47,7 @@ setup(
             'dial-ros-recorder = dial_ros.nodes.recorder:main',
             'dial-ros-replay = dial_ros.nodes.replay:main',
             'dial-ros-episodes = dial_ros.nodes.episodes:main',
+            'dial-ros-surprise = dial_ros.nodes.surprise:main',
             'dial-ros-bag = dial_ros.bags.__main__:main',
             'dial-ros-foresight-view = dial_ros.nodes.foresight_view:main',
         ],

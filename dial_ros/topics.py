@@ -32,3 +32,5 @@ TOPIC_WRISTS = '/human/wrist_poses'                # geometry_msgs/PoseArray [ri
 TOPIC_DIAGNOSTICS = '/diagnostics'                 # diagnostic_msgs/DiagnosticArray
 # now | decoded foresight | the frame that came H steps later (dial_ros.nodes.foresight_view)
 TOPIC_FORESIGHT_IMAGE = '/dial/foresight/image'    # sensor_msgs/Image rgb8
+# System-2's foresight against the frame that arrived (the surprise monitor, issue 12).
+TOPIC_SURPRISE = '/dial/surprise'                  # dial_ros/Surprise

@@ -41,6 +41,7 @@ ARGUMENTS = [
                           'line and one MP4 each (scripts/run.sh sets true)'),
     ('foresight_view', '', 'publish now | decoded foresight | actual panels on '
                            '/dial/foresight/image (true/false; empty: on with the sim)'),
+    ('surprise', 'true', 'start the surprise monitor (foresight vs the frame that came)'),
 ]
 # argument -> (nodes, parameter, type, description): not given = the parameter file's value
 OVERRIDES = {
@@ -160,6 +161,9 @@ def _nodes(context):
     actions += _foresight_view(context, sim, config, given['checkpoint']
                                or _file_value(params, 'foresight_view', 'checkpoint')
                                or checkpoint)
+    if _flag('surprise', context.launch_configurations.get('surprise', 'true')):  # cheap
+        actions.append(Node(package='dial_ros', executable='surprise', name='surprise',
+                            output='screen', parameters=[config]))
     return actions
 
 

@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / '.venv'
 NODES = ['perception', 'intent', 'controller', 'sim', 'expert', 'recorder', 'foresight_view']
+NODES += ['surprise']  # the surprise monitor (issue 12)
 PY_DIR = f'lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages'
 
 

@@ -132,9 +132,11 @@ def launch_plan(*arguments):
 def test_only_the_arguments_given_override_the_parameter_file():
     config = 'config/humanoid.yaml'
     plan = launch_plan()
-    assert sorted(plan) == ['controller', 'foresight_view', 'intent', 'perception', 'sim']
+    assert sorted(plan) == ['controller', 'foresight_view', 'intent', 'perception', 'sim',
+                            'surprise']
     assert plan['perception'] == plan['intent'] == plan['sim'] == plan['foresight_view'] == \
-        [config]
+        plan['surprise'] == [config]
+    assert 'surprise' not in launch_plan('surprise:=false')
     assert plan['controller'] == [config, {'simulated': True}]
     plan = launch_plan('sim:=false', 'autostart:=false', 'control_rate_hz:=120',
                        'checkpoint:=/ckpt', 'embodiment:=robot', 'instruction:=wave')

@@ -29,6 +29,8 @@ Services:
   ~/reset                std_srvs/Trigger: new episode with the next seed and the current
                          ``task_preset`` + ``task``; ``message`` is JSON {episode, seed,
                          task_preset, task, instruction, stamp (node clock s of the reset)}
+``perturbation`` (move_cube, remove_cube, occlude_camera, add_object) changes the running
+episode when set, to test the surprise monitor (``dial_ros.sim.perturb``).
 Task selection is by parameter (std_srvs has no string service): ``task_preset`` picks a
 variant, ``task`` (JSON dict of TaskSpec fields) overrides fields of it, ``seed`` sets the
 seed of the next reset; all take effect at the next reset.
@@ -58,6 +60,7 @@ from std_srvs.srv import Trigger
 import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
 from dial_ros.nodes import common
 from dial_ros.schema import setting
+from dial_ros.sim import perturb
 from dial_ros.sim.gr1_env import GR1Sim, TaskSpec
 from dial_ros.sim.headless import release_current_context
 
@@ -110,6 +113,9 @@ class Params:
                                choices=tuple(TASK_PRESETS))
     task: str = setting('', 'JSON object of TaskSpec fields overriding the preset at the next '
                         'reset, e.g. {"n_distractors": 2}; empty = none')
+    perturbation: str = setting('', 'applied to the running episode when set (surprise '
+                                'tests; reset undoes it); the value is only a trigger',
+                                choices=('',) + perturb.KINDS)
     limit_tolerance_rad: float = setting(0.05, 'targets outside the joint limits by up to '
                                          'this are clipped (warning), further out dropped',
                                          low=0.0, high=10.0, unit='rad')
@@ -193,6 +199,9 @@ class SimNode(Node):
             self._pending_rate = value      # applied by the loop thread between steps
         elif name == 'seed':
             self._next_seed = value
+        elif name == 'perturbation' and value:
+            with self.lock:
+                perturb.apply(self.sim, value, np.random.default_rng(self._next_seed))
         self.get_logger().info(f'{name} set to {value}')
 
     def _on_command(self, msg):

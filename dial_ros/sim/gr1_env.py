@@ -22,6 +22,7 @@ import mujoco
 import numpy as np
 
 from dial_ros.sim.headless import release_current_context
+from dial_ros.sim.perturb import occlude
 from dial_ros.sim.scene import DISTRACTOR_RGBA, EGO_CAMERA, load_model
 
 LOG = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class GR1Sim:
         self._lifted_since = None
         self._renderer = None
         self.camera_name = camera_name
+        # share of the ego image blocked by an occluder (dial_ros.sim.perturb); reset clears it
+        self.occlusion = 0.0
         if render:
             self._open_renderer(camera_size, camera_name, msaa_samples)
 
@@ -272,6 +275,7 @@ class GR1Sim:
         self._place_objects(task)
         mujoco.mj_forward(m, d)
         self._lifted_since = None
+        self.occlusion = 0.0
         return self._observation()
 
     def _place_objects(self, task):
@@ -386,6 +390,8 @@ class GR1Sim:
                                     scene_option=self._scene_option)
         image = self._renderer.render()
         release_current_context()  # the next frame may come from another thread
+        if self.occlusion > 0 and (camera or self.camera_name) == self.camera_name:
+            image = occlude(image, self.occlusion)
         return image
 
     def cube_pose(self):

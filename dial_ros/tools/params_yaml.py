@@ -17,6 +17,7 @@ import yaml
 NODES = ('sim', 'perception', 'intent', 'controller', 'expert', 'recorder', 'replay')
 NODES += ('episodes',)
 NODES += ('foresight_view',)
+NODES += ('surprise',)  # the surprise monitor (issue 12)
 # The embedded sim's task: the intent node starts with it under the launch (its own default,
 # '', waits for /dial/instruction). The launch argument instruction:= overrides it.
 TASK_INSTRUCTION = 'pick up the cube and lift it'
