@@ -25,6 +25,8 @@ import signal
 import sys
 import time
 
+import numpy as np
+
 from sensor_msgs.msg import Image
 
 from dial_ros.evaluate.episodes import EpisodeRunner
@@ -72,7 +74,8 @@ class EpisodesNode:
         except OSError as err:
             raise SystemExit(f'episodes: run_dir: cannot create {self.run_dir} ({err})') from None
         self.codec = None  # the first video picks it (video can be switched on live)
-        self.results, self.video, self.panel = [], None, None
+        self.results, self.video, self.panel = [], None, None  # panel: (stamp s, rgb)
+        self.episode_stamp = None  # stamp of the current video's first camera frame
         self.current, self.cpu_encode = None, 0.0  # (index, seed) of the running episode
         self.throttle = common.Throttle(self.log)
         node.create_subscription(Image, common.TOPIC_IMAGE, self._on_camera, common.QOS_SENSOR)
@@ -90,7 +93,20 @@ class EpisodesNode:
             return None
 
     def _on_panel(self, msg):
-        self.panel = self._rgb(msg, self.params.foresight_topic)
+        rgb = self._rgb(msg, self.params.foresight_topic)
+        if rgb is not None:
+            self.panel = (common.stamp_to_sec(msg.header.stamp), rgb)
+
+    def _panel_for(self, stamp_s):
+        """The newest panel if it shows this episode, else a black one of its size: a panel
+        is stamped with its intent's frame and comes ~1 s late, so for the first second of an
+        episode the newest one shows the previous episode."""
+        if self.panel is None:
+            return None
+        if self.episode_stamp is None:
+            self.episode_stamp = stamp_s  # the episode's first frame
+        panel_stamp, rgb = self.panel
+        return rgb if panel_stamp >= self.episode_stamp else np.zeros_like(rgb)
 
     def _on_camera(self, msg):
         if self.video is not None:
@@ -98,7 +114,8 @@ class EpisodesNode:
             if rgb is None:
                 return
             try:
-                self.video.add(rgb, self.panel, common.stamp_to_sec(msg.header.stamp))
+                stamp = common.stamp_to_sec(msg.header.stamp)
+                self.video.add(rgb, self._panel_for(stamp), stamp)
             except Exception as err:  # noqa: BLE001 - a full disk or codec error: no video
                 self.log.error(f'{self.video.path}: {err}; the rest of this episode is not '
                                'recorded')
@@ -134,6 +151,7 @@ class EpisodesNode:
             if p.video:
                 self.codec = self.codec or playable_codec()
                 self.panel = self.panel if self._has_panel() else None
+                self.episode_stamp = None
                 self.video = EpisodeVideo(self.run_dir / f'episode_{index:04d}_seed_{seed}.mp4',
                                           fps, self.codec)
             result = runner.run_policy()
