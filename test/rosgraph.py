@@ -113,6 +113,21 @@ def start_node(module, domain, log_path, **params):
     return procs.start(cmd, domain, log_path, env=env)
 
 
+@contextlib.contextmanager
+def probe_graph(test_name, probe_name, sig=signal.SIGINT, timeout=30.0):
+    """(domain, Probe, procs) for one test; the processes appended to ``procs`` are stopped
+    with ``sig`` (escalating, see ``stop``) and the probe closed afterwards."""
+    domain = domain_id(test_name)
+    probe = Probe(domain, probe_name)
+    started = []
+    try:
+        yield domain, probe, started
+    finally:
+        for proc in started:
+            stop(proc, sig, timeout=timeout)
+        probe.close()
+
+
 def stop_node(proc):
     """SIGINT, then SIGTERM and SIGKILL after 10 s each; returns the exit code."""
     return procs.stop(proc, signal.SIGINT, timeout=10.0)

@@ -20,13 +20,8 @@ TIMEOUT_S = 20.0
 @pytest.fixture
 def graph(tmp_path):
     """(domain, Probe with publishers) for one test; everything is torn down after."""
-    domain = rosgraph.domain_id(tmp_path.name)
-    probe = rosgraph.Probe(domain, 'recorder_test')
-    procs = []
-    yield domain, probe, procs
-    for proc in procs:
-        rosgraph.stop(proc, signal.SIGKILL, timeout=5)
-    probe.close()
+    with rosgraph.probe_graph(tmp_path.name, 'recorder_test', signal.SIGKILL, 5) as parts:
+        yield parts
 
 
 class Feeder:

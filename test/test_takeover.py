@@ -99,13 +99,8 @@ def test_take_over_forwards_teleop_within_limits_then_hands_back_with_a_ramp(tmp
 
 @pytest.fixture
 def graph(tmp_path):
-    domain = rosgraph.domain_id(tmp_path.name)
-    probe = rosgraph.Probe(domain, 'takeover_test')
-    procs = []
-    yield domain, probe, procs
-    for proc in procs:
-        rosgraph.stop(proc, timeout=10)
-    probe.close()
+    with rosgraph.probe_graph(tmp_path.name, 'takeover_test', timeout=10) as parts:
+        yield parts
 
 
 def test_recorder_tags_intervention_segments_and_records_the_switches(graph, tmp_path):
