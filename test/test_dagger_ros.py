@@ -4,7 +4,9 @@ The bundled policy drives the embedded sim; after a short random delay the scrip
 takes over through /controller/take_over (the controller forwards its teleop targets),
 finishes the episode and hands back; the recorder tags the intervention segments. Checked:
 only the controller commands the joints, no command steps more than the safety limit
-across the switches, and the bags convert into intervention episodes with their weight.
+across the switches, each episode's policy part starts from the reset pose (the controller
+is deactivated over the reset, not left stepping from the previous episode's final pose), and
+the bags convert into intervention episodes with their weight.
 """
 import time
 
@@ -20,13 +22,16 @@ EPISODES = 2
 
 def test_dagger_round_through_ros_records_weighted_intervention_episodes(tmp_path):
     from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray, String
 
     from dial_ros.bags import info
     from dial_ros.data.convert import convert
     from dial_ros.data.dataset import DialDataset
-    from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATCHED
-    from dial_ros.topics import TOPIC_COMMAND, TOPIC_COMMAND_SOURCE
+    from dial_ros.embodiment import load_embodiment
+    from dial_ros.nodes.qos import QOS_COMMAND, QOS_LATCHED, QOS_SENSOR
+    from dial_ros.topics import (TOPIC_COMMAND, TOPIC_COMMAND_SOURCE, TOPIC_EXPERT_EPISODE,
+                                 TOPIC_JOINT_STATES)
     config = yaml.safe_load((ROOT / 'config' / 'humanoid.yaml').read_text())
     config['expert']['ros__parameters'].update(episodes=EPISODES, takeover_delay_min_s=0.5,
                                                takeover_delay_max_s=1.5)
@@ -46,6 +51,9 @@ def test_dagger_round_through_ros_records_weighted_intervention_episodes(tmp_pat
                           history=QOS_COMMAND.history)
         probe.record(TOPIC_COMMAND, Float64MultiArray, deep, lambda m: np.array(m.data))
         probe.record(TOPIC_COMMAND_SOURCE, String, QOS_LATCHED, lambda m: m.data)
+        probe.record(TOPIC_EXPERT_EPISODE, String, 10, lambda m: m.data)
+        probe.record(TOPIC_JOINT_STATES, JointState, QOS_SENSOR,
+                     lambda m: dict(zip(m.name, m.position)))
         deadline = time.monotonic() + 360
         done = 'expert: 2 episodes done'
         while done not in (tmp_path / 'launch.log').read_text():
@@ -59,9 +67,22 @@ def test_dagger_round_through_ros_records_weighted_intervention_episodes(tmp_pat
         probe.close()
     sources = [m for _, m in probe.since(TOPIC_COMMAND_SOURCE, 0)]
     assert sources.count('teleop') == EPISODES and sources[-1] == 'policy', sources
-    cmds = np.stack([m for _, m in probe.since(TOPIC_COMMAND, 0)])
-    steps = np.abs(np.diff(cmds, axis=0)).max(axis=1)
-    assert steps.max() <= max_step + 1e-9, (steps.argmax(), len(steps), steps.max())
+    # the sim's reset moves the robot between episodes: steps count within an episode
+    starts = [t for t, m in probe.since(TOPIC_EXPERT_EPISODE, 0) if '"start"' in m]
+    assert len(starts) == EPISODES, probe.since(TOPIC_EXPERT_EPISODE, 0)
+    commands = probe.since(TOPIC_COMMAND, 0)
+    for begin, end in zip([0.0] + starts, starts + [np.inf]):
+        cmds = [m for t, m in commands if begin <= t < end]
+        steps = [np.abs(b - a).max() for a, b in zip(cmds, cmds[1:])]
+        assert max(steps, default=0.0) <= max_step + 1e-9, (begin, len(steps), max(steps))
+    # after each reset the first command is a step from the measured (reset) pose
+    names = load_embodiment(config['controller']['ros__parameters']['embodiment']).joint_names
+    for start_time in starts:
+        t_cmd, first = probe.since(TOPIC_COMMAND, start_time)[0]
+        measured = [m for t, m in probe.since(TOPIC_JOINT_STATES, 0) if t <= t_cmd]
+        pose = np.array([measured[-1][n] for n in names])
+        gap = np.abs(first - pose).max()
+        assert gap <= max_step + 0.01, (start_time, gap, names[np.abs(first - pose).argmax()])
 
     tags = [info(path)['tags'] for path in sorted(bags.iterdir())]
     assert len(tags) == EPISODES, tags

@@ -38,6 +38,12 @@ the phase from where the robot is) instead of the reset pose, and with a takeove
 policy drives for U(takeover_delay_min_s, takeover_delay_max_s) s after the reset first: then
 the expert calls ``takeover_service`` (true) and takes over, and at the episode's end hands
 back (false). An episode the policy finishes first ends with outcome success and no takeover.
+The policy's part of each episode starts as in the evaluation (evaluate/episodes.py): before
+the reset the expert deactivates ``controller_node`` (lifecycle; it stops commanding, the sim
+holds the reset pose), and ``policy_settle_s`` after the post-reset state it activates it
+again: a fresh start that ramps in from the measured reset pose. A controller left running
+through the reset would step from its last command, the previous episode's final pose, and
+drag the robot back towards it.
 The plan's phases are counted in 20 Hz steps (dial_ros.sim.expert); at another ``rate_hz``
 (the rate of /joint_states, i.e. the sim's control rate) they are rescaled so that a motion
 takes the same time. A new rate applies from the next episode.
@@ -52,6 +58,8 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -118,6 +126,15 @@ class Params:
     takeover_service: str = setting('/controller/take_over', "std_srvs/SetBool called true at "
                                     "the takeover and false at the episode's end (teleop and "
                                     "take_over only; '' = none)", read_only=True)
+    controller_node: str = setting('/controller', 'take_over with autoreset: the lifecycle '
+                                   'controller deactivated before each reset and activated '
+                                   'policy_settle_s after it, so the policy starts each '
+                                   "episode fresh from the reset pose ('' = never touched)",
+                                   read_only=True)
+    policy_settle_s: float = setting(1.0, 'take_over: seconds between the post-reset state and '
+                                     "the controller's activation (perception and intent see "
+                                     'the new scene, as in the evaluation)', low=0.0,
+                                     high=60.0, unit='s')
 
     def check(self):
         """Cross-field rules (ValueError naming the field)."""
@@ -177,6 +194,12 @@ class ExpertNode(Node):
         self.takeover_client = (self.create_client(SetBool, self.params.takeover_service)
                                 if self.params.takeover_service else None)
         self._took_over, self._takeover_at = False, None
+        self.lifecycle_client = (
+            self.create_client(ChangeState, self.params.controller_node.rstrip('/')
+                               + '/change_state')
+            if self.params.take_over and self.params.autoreset and self.params.controller_node
+            else None)
+        self._activate_at = None
         self.label_names = list(self.kinematics.joint_names)
         self.noise = None
         self.pub_event = self.create_publisher(String, TOPIC_EPISODE, QOS_EVENTS)
@@ -231,7 +254,19 @@ class ExpertNode(Node):
             return
         if not p.autoreset:
             self._seed, self._since, self.state = None, common.now_sec(self), 'waiting'
-        elif self.reset_client.service_is_ready():
+        elif self.lifecycle_client is not None:   # the controller sends nothing over the reset
+            if self._change_controller('deactivate'):
+                self.state = 'pausing'
+        else:
+            self._reset()
+
+    def _pausing(self):
+        if self._lifecycle_done('deactivate'):
+            self._reset()
+
+    def _reset(self):
+        p = self.params
+        if self.reset_client.service_is_ready():
             self._future = self.reset_client.call_async(Trigger.Request())
             self._started = time.monotonic()
             self.state = 'resetting'
@@ -280,10 +315,52 @@ class ExpertNode(Node):
             self.expert.reset({'joint_positions': joints[1]})
             self.state = 'running'
             return
+        if self.lifecycle_client is None:
+            return self._policy_starts()
+        self._activate_at = time.monotonic() + p.policy_settle_s
+        self.state = 'settling'
+
+    def _settling(self):
+        if time.monotonic() >= self._activate_at and self._change_controller('activate'):
+            self.state = 'activating'
+
+    def _activating(self):
+        if self._lifecycle_done('activate'):
+            self._policy_starts()
+
+    def _policy_starts(self):
+        p = self.params
         rng = np.random.default_rng(self._seed)
         delay = rng.uniform(p.takeover_delay_min_s, p.takeover_delay_max_s)
         self._takeover_at = time.monotonic() + delay
         self.state = 'policy'   # the policy drives until the takeover
+
+    def _change_controller(self, transition):
+        """Ask ``controller_node`` for a lifecycle transition; False while it is not up."""
+        if not self.lifecycle_client.service_is_ready():
+            self.throttle('warning', 'lifecycle', f'expert: waiting for '
+                          f'{self.lifecycle_client.srv_name}')
+            return False
+        ids = {'activate': Transition.TRANSITION_ACTIVATE,
+               'deactivate': Transition.TRANSITION_DEACTIVATE}
+        self._future = self.lifecycle_client.call_async(
+            ChangeState.Request(transition=Transition(id=ids[transition])))
+        self._started = time.monotonic()
+        return True
+
+    def _lifecycle_done(self, transition):
+        """True once the transition answered (or timed out: logged, the episode goes on)."""
+        if not self._future.done():
+            if time.monotonic() - self._started <= RESET_TIMEOUT_S:
+                return False
+            self.get_logger().warning(f'expert: controller {transition} did not answer in '
+                                      f'{RESET_TIMEOUT_S:.0f} s; going on')
+            return True
+        reply = self._future.result()
+        if reply is None or not reply.success:   # e.g. already inactive: nothing to undo
+            self.get_logger().warning(f'expert: controller {transition} refused (see its '
+                                      'log); going on')
+        return True
 
     def _policy(self):
         _, success = self._success
@@ -371,7 +448,7 @@ class ExpertNode(Node):
 
     def close(self):
         """Report an episode cut short (called by common.run_node before destroy_node)."""
-        if self.state in ('running', 'policy', 'taking_over'):
+        if self.state in ('running', 'policy', 'taking_over', 'settling', 'activating'):
             try:
                 self._event('stop', outcome='aborted', steps=self._steps,
                             duration_s=round(time.monotonic() - self._started, 3))
