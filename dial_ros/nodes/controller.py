@@ -389,8 +389,8 @@ class ControllerNode(TakeoverMixin, ModelNode):
         if held:
             self.get_logger().warning(f'holding the last command: {self._reason}')
         else:
-            self.get_logger().info(f'inputs fresh: following the policy again '
-                                   f'({status.state.value})')
+            self.get_logger().info(f'inputs fresh: following the {self.command_source} '
+                                   f'again ({status.state.value})')
 
     def _latent(self, msg):
         tensor = common.read_latent(msg, self.shape)

@@ -71,6 +71,7 @@ class TakeoverMixin:
                 self.safety.resume(from_measured=source == POLICY)
                 self.scheduler.reset()   # never resume a chunk from before the switch
             self._chunk_key, self._running = None, None
+            self._teleop = None   # a target from before the switch is not an operator's now
         self._source_pub.publish(String(data=source))
         text = ('yielded to the teleop source on ' + TOPIC_TELEOP if source == TELEOP else
                 'handed back to the policy: ramping in from the measured pose')
