@@ -31,8 +31,11 @@ def _wait(predicate, what, timeout=TIMEOUT_S):
 
 
 def test_take_over_forwards_teleop_within_limits_then_hands_back_with_a_ramp(tmp_path):
-    from std_msgs.msg import Float64MultiArray, String
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Float64MultiArray, Header, String
     from std_srvs.srv import SetBool
+
+    from dial_ros.msg import Surprise
     domain = rosgraph.domain_id('takeover-controller')
     with controller(tmp_path / 'controller.log', domain) as h:
         _wait(lambda: h.commands, 'no commands:\n' + h.log_path.read_text()[-2000:])
@@ -95,6 +98,23 @@ def test_take_over_forwards_teleop_within_limits_then_hands_back_with_a_ramp(tmp
         with h.lock:
             check_safe(h, np.stack([c for _, c in h.commands]))
         assert 'yielded to the teleop source' in h.log_path.read_text()
+
+        # surprise_takeover_s: ERROR from the surprise monitor for that long (intent stamps,
+        # without a break) yields to the operator; a shorter run of ERRORs does not
+        surprise = h.node.create_publisher(Surprise, topics.TOPIC_SURPRISE, 10)
+        assert h.set_param('surprise_takeover_s', 0.5).successful
+        for i, level in enumerate((2, 2, 2, 0, 2, 2, 2)):   # 0.4 s of ERROR at most
+            stamp = Time(sec=100 + i // 5, nanosec=(i % 5) * 200_000_000)
+            surprise.publish(Surprise(header=Header(stamp=stamp), level=level, surprise=9.0))
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert sources[-1] == 'policy', sources
+        for i in range(4):   # 0.6 s of ERROR
+            stamp = Time(sec=200, nanosec=i * 200_000_000)
+            surprise.publish(Surprise(header=Header(stamp=stamp), level=2, surprise=9.0))
+            time.sleep(0.05)
+        _wait(lambda: sources[-1:] == ['teleop'], f'command source: {sources}')
+        assert wait_for_log(h, 'surprise ERROR for 0.60 s')
 
 
 @pytest.fixture

@@ -125,6 +125,10 @@ class Params:
     teleop_timeout_s: float = setting(0.5, 'while yielded to a teleop source (~/take_over): '
                                       'hold when its newest target is older than this',
                                       low=0.01, high=10.0, unit='s')
+    surprise_takeover_s: float = setting(0.0, 'yield to the teleop source (~/take_over: it '
+                                         'holds until an operator commands) when /dial/surprise '
+                                         'has said ERROR for this long (intent stamps); 0 = off',
+                                         low=0.0, high=60.0, unit='s')
     hold_on_start: bool = setting(True, 'before the first chunk, stream the measured pose '
                                   '(hold); false: send nothing until a chunk arrives')
     autostart: bool = setting(True, 'configure and activate at start-up (no lifecycle '

@@ -12,15 +12,22 @@ never paused); the hand-back ramps in from the measured pose like an e-stop rele
 first chunk computed after it (old chunks are dropped). /dial/command_source (String,
 latched) says who commands now: ``policy`` or ``teleop``; the recorder tags intervention
 segments from it.
+
+With ``surprise_takeover_s`` > 0 the controller also yields on its own when the surprise
+monitor (/dial/surprise, nodes/surprise.py) has said ERROR for that long without a break
+(measured on the intents' stamps): System-2's foresight keeps disagreeing with what the
+camera sees, so the policy is likely off its training distribution. Without an operator
+the stale-teleop rule holds the robot still; an operator's ~/take_over false hands back.
 """
 import numpy as np
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 
 from dial_ros.nodes import common
-from dial_ros.topics import TOPIC_COMMAND_SOURCE, TOPIC_TELEOP
+from dial_ros.topics import TOPIC_COMMAND_SOURCE, TOPIC_SURPRISE, TOPIC_TELEOP
 
 POLICY, TELEOP = 'policy', 'teleop'
+SURPRISE_GAP_S = 1.0   # ERROR scores further apart than this are not one run
 
 
 class TakeoverMixin:
@@ -36,6 +43,9 @@ class TakeoverMixin:
         self.create_subscription(Float64MultiArray, TOPIC_TELEOP, self._on_teleop,
                                  common.QOS_COMMAND)
         self.create_service(SetBool, '~/take_over', self._on_take_over)
+        from dial_ros.msg import Surprise   # generated interfaces: imported once built
+        self._surprise_errors = None   # (first, last) intent stamp (s) of ERRORs in a row
+        self.create_subscription(Surprise, TOPIC_SURPRISE, self._on_surprise, 10)
 
     @property
     def yielded(self):
@@ -52,6 +62,23 @@ class TakeoverMixin:
                                 f'{target.shape}' + ('' if target.size != len(names) else
                                                      ' with NaN/Inf'))
         self._teleop = (self._now(), target)
+
+    def _on_surprise(self, msg):
+        stamp = common.stamp_to_sec(msg.header.stamp)
+        run = self._surprise_errors
+        if msg.level != msg.ERROR:
+            self._surprise_errors = None
+            return
+        # a run of ERRORs: scores come per intent (a few Hz); a silence breaks the run
+        if run is None or not 0.0 <= stamp - run[1] <= SURPRISE_GAP_S:
+            run = (stamp, stamp)
+        self._surprise_errors = run = (run[0], stamp)
+        hold_s, lasted = self.params.surprise_takeover_s, stamp - run[0]
+        if hold_s > 0 and lasted >= hold_s and not self.yielded and self.safety is not None:
+            self.get_logger().warning(f'surprise ERROR for {lasted:.2f} s (surprise '
+                                      f'{msg.surprise:.2f}, relative_mse '
+                                      f'{msg.relative_mse:.2f}): yielding to the operator')
+            self._switch_source(TELEOP)
 
     def _on_take_over(self, request, response):
         source = TELEOP if request.data else POLICY
