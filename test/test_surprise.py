@@ -5,7 +5,7 @@ No ROS: plain NumPy on (tokens, dim) arrays, stamps in seconds.
 import numpy as np
 import pytest
 
-from dial_ros.core.surprise import SurpriseMonitor, check_thresholds, level, score
+from dial_ros.core.surprise import ErrorRun, SurpriseMonitor, check_thresholds, level, score
 
 SHAPE = (64, 64)
 PERIOD = 0.05
@@ -133,3 +133,15 @@ def test_an_intent_that_cannot_be_compared_is_dropped_with_its_reason():
     assert monitor.counts['bad_tensor'] == 1
     assert 'foresight: shape (64, 8) does not match' in monitor.last_error
     assert len(monitor.add_intent(0.0, current, 1)) == 1  # a good one still scores
+
+
+def test_error_run_counts_unbroken_errors_on_the_intent_stamps():
+    run = ErrorRun(max_gap_s=1.0)
+    assert run.update(10.0, False) == 0.0
+    assert run.update(10.2, True) == 0.0
+    assert run.update(10.6, True) == pytest.approx(0.4)
+    assert run.update(10.8, False) == 0.0           # a calmer score ends the run
+    assert run.update(11.0, True) == 0.0
+    assert run.update(11.8, True) == pytest.approx(0.8)
+    assert run.update(13.0, True) == 0.0            # 1.2 s without a score: a new run
+    assert run.update(12.5, True) == 0.0            # stamps going back: a new run too

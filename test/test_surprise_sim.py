@@ -48,7 +48,7 @@ def test_bad_perturbations_are_named(sim):
 
 
 def test_an_occluded_camera_is_more_surprising_than_the_nominal_run():
-    from dial_ros.evaluate.surprise import alarm_rules, first_alarm, make_loop
+    from dial_ros.evaluate.surprise import alarm_rules, first_alarm, first_takeover, make_loop
     from dial_ros.model.default import load_model
     from dial_ros.model.policy import DialPolicy
     model, _ = load_model('')
@@ -64,3 +64,6 @@ def test_an_occluded_camera_is_more_surprising_than_the_nominal_run():
     error = alarm_rules(2.5, 5.0, 0.5)['error']
     assert not any(error(x) for x in runs[None])
     assert first_alarm(runs['occlude_camera'], 40, error) <= 5
+    # the controller's surprise_takeover_s 0.5 replayed: it takes over the occluded run only
+    assert first_takeover(runs[None], 0, error, 0.5) is None
+    assert 10 <= first_takeover(runs['occlude_camera'], 40, error, 0.5) <= 20

@@ -97,6 +97,30 @@ def check_thresholds(warn, error):
     return warn, error
 
 
+class ErrorRun:
+    """How long the ERROR level has lasted without a break, on the scored intents' stamps.
+
+    Scores come once per intent (a few Hz); two ERRORs further apart than ``max_gap_s`` (no
+    score between them, e.g. frames missed) or a non-ERROR score end the run. The
+    controller's ``surprise_takeover_s`` yields to the operator once :meth:`update` reaches
+    it; the surprise evaluation replays the same rule on its scores.
+    """
+
+    def __init__(self, max_gap_s=1.0):
+        self.max_gap_s = max_gap_s
+        self.first = self.last = None
+
+    def update(self, stamp, error):
+        """Seconds the run has lasted at ``stamp`` (0.0 when this score is not an ERROR)."""
+        if not error:
+            self.first = self.last = None
+            return 0.0
+        if self.first is None or not 0.0 <= stamp - self.last <= self.max_gap_s:
+            self.first = stamp
+        self.last = stamp
+        return stamp - self.first
+
+
 class SurpriseMonitor:
     """Pairs intents with the observation their horizon points at and scores them.
 

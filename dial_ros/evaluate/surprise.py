@@ -14,7 +14,10 @@ Writes OUT/surprise.json: per kind the ROC AUC of the per-episode peak surprise 
 window (perturbed vs nominal, the same seeds), the share of perturbed episodes whose alarm
 fires in the window and the median control periods from the perturbation to the first
 alarm (at ``error_threshold`` and at ``warn_threshold``), and the nominal false-alarm rate
-(any alarm in the whole nominal episode); OUT/episodes.jsonl holds every episode.
+(any alarm in the whole nominal episode); OUT/episodes.jsonl holds every episode. The
+controller's ``surprise_takeover_s`` rule (ERROR without a break for that long,
+:class:`~dial_ros.core.surprise.ErrorRun`) is replayed on the scores for each ``--takeover-s``:
+the same shares and delays under ``takeover_<s>s``.
 """
 import argparse
 import json
@@ -26,7 +29,7 @@ import time
 
 import numpy as np
 
-from dial_ros.core.surprise import SurpriseMonitor
+from dial_ros.core.surprise import ErrorRun, SurpriseMonitor
 from dial_ros.sim.perturb import KINDS
 
 LOG = logging.getLogger('dial_ros.evaluate.surprise')
@@ -35,6 +38,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # alternatives not divided by the copy baseline (reported beside it, see the README).
 SIGNALS = ('surprise', 'mse_over_token_var', 'cosine_gap')
 SEED_BASE = 700000  # used by no other split (eval 100000+, validation 300000+, demos < 100000)
+PERIOD_S = 0.05     # the sim's control period: score rows count frames of it
 
 
 def roc_auc(negatives, positives):
@@ -115,16 +119,33 @@ def first_alarm(scores, start, rule):
     return min(hits) + 1 - start if hits else None
 
 
-def summarize(rows, warn, error, relative_error):
+def first_takeover(scores, start, rule, hold_s, period_s=PERIOD_S):
+    """Periods from step ``start`` to the first score at or after it at which ``rule`` has
+    held for ``hold_s`` without a break (the controller's surprise_takeover_s), or None."""
+    run = ErrorRun()
+    for x in sorted(scores, key=lambda x: x[0]):
+        lasted = run.update(x[0] * period_s, rule(x))
+        if x[0] >= start and lasted >= hold_s - 1e-9:
+            return x[0] + 1 - start
+    return None
+
+
+def summarize(rows, warn, error, relative_error, takeover_s=()):
     """Per kind and overall: AUC, detection share, latency; nominal false alarms."""
     rules = alarm_rules(warn, error, relative_error)
+    # alarm name -> (scores, start) -> periods from start to it, or None
+    alarms = {name: (lambda rule: lambda scores, start: first_alarm(scores, start, rule))(rule)
+              for name, rule in rules.items()}
+    for hold_s in takeover_s:
+        alarms[f'takeover_{hold_s:g}s'] = (lambda hold_s: lambda scores, start: first_takeover(
+            scores, start, rules['error'], hold_s))(hold_s)
     nominal = [r for r in rows if r['kind'] == 'nominal']
     base = [r['peak_window'] for r in nominal]
     out = {'nominal': {'episodes': len(nominal), 'peak_all_quantiles_50_90_100': [
         float(np.quantile([r['peak_all'] for r in nominal], q)) for q in (0.5, 0.9, 1.0)]}}
-    for name, rule in rules.items():  # an alarm anywhere in a nominal run is a false one
+    for name, alarm in alarms.items():  # an alarm anywhere in a nominal run is a false one
         out['nominal'][f'false_alarm_{name}'] = float(np.mean(
-            [any(rule(x) for x in r['scores']) for r in nominal]))
+            [alarm(r['scores'], 0) is not None for r in nominal]))
     kinds = sorted({r['kind'] for r in rows} - {'nominal'})
     for kind in kinds + (['all'] if kinds else []):
         mine = [r for r in rows if r['kind'] != 'nominal' and kind in ('all', r['kind'])]
@@ -133,8 +154,8 @@ def summarize(rows, warn, error, relative_error):
         for signal in SIGNALS[1:]:
             key = f'{signal}_peak_window'
             entry[f'auc_{signal}'] = roc_auc([r[key] for r in nominal], [r[key] for r in mine])
-        for name, rule in rules.items():
-            delays = [first_alarm(r['scores'], r['perturb_step'], rule) for r in mine]
+        for name, alarm in alarms.items():
+            delays = [alarm(r['scores'], r['perturb_step']) for r in mine]
             fired = [d for d in delays if d is not None]
             entry[f'detected_{name}'] = len(fired) / len(mine)
             entry[f'periods_to_{name}_median'] = float(np.median(fired)) if fired else None
@@ -196,7 +217,9 @@ def write_summary(results, rows, args):
     """Add the thresholds and the summary to ``results``; write OUT/surprise.json."""
     results.update(warn_threshold=args.warn, error_threshold=args.error,
                    relative_mse_error=args.relative_error,
-                   summary=summarize(rows, args.warn, args.error, args.relative_error))
+                   takeover_s=args.takeover_s,
+                   summary=summarize(rows, args.warn, args.error, args.relative_error,
+                                     args.takeover_s))
     (pathlib.Path(args.out) / 'surprise.json').write_text(json.dumps(results, indent=2) + '\n')
     return results
 
@@ -225,6 +248,8 @@ def parser():
     p.add_argument('--error', type=float, default=5.0, help='ERROR threshold (node default)')
     p.add_argument('--relative-error', type=float, default=0.5,
                    help='relative_mse ERROR threshold (node default; 0 = off)')
+    p.add_argument('--takeover-s', type=float, nargs='*', default=[0.5, 1.0],
+                   help="the controller's surprise_takeover_s values to replay")
     p.add_argument('--resummarize', action='store_true', help="only summarise OUT's "
                    'episodes again under the thresholds given')
     p.add_argument('--out', default=str(ROOT / 'evals' / 'surprise'), help='results folder')

@@ -23,11 +23,11 @@ import numpy as np
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 
+from dial_ros.core.surprise import ErrorRun
 from dial_ros.nodes import common
 from dial_ros.topics import TOPIC_COMMAND_SOURCE, TOPIC_SURPRISE, TOPIC_TELEOP
 
 POLICY, TELEOP = 'policy', 'teleop'
-SURPRISE_GAP_S = 1.0   # ERROR scores further apart than this are not one run
 
 
 class TakeoverMixin:
@@ -44,7 +44,7 @@ class TakeoverMixin:
                                  common.QOS_COMMAND)
         self.create_service(SetBool, '~/take_over', self._on_take_over)
         from dial_ros.msg import Surprise   # generated interfaces: imported once built
-        self._surprise_errors = None   # (first, last) intent stamp (s) of ERRORs in a row
+        self._surprise_errors = ErrorRun()   # surprise_takeover_s
         self.create_subscription(Surprise, TOPIC_SURPRISE, self._on_surprise, 10)
 
     @property
@@ -64,16 +64,9 @@ class TakeoverMixin:
         self._teleop = (self._now(), target)
 
     def _on_surprise(self, msg):
-        stamp = common.stamp_to_sec(msg.header.stamp)
-        run = self._surprise_errors
-        if msg.level != msg.ERROR:
-            self._surprise_errors = None
-            return
-        # a run of ERRORs: scores come per intent (a few Hz); a silence breaks the run
-        if run is None or not 0.0 <= stamp - run[1] <= SURPRISE_GAP_S:
-            run = (stamp, stamp)
-        self._surprise_errors = run = (run[0], stamp)
-        hold_s, lasted = self.params.surprise_takeover_s, stamp - run[0]
+        lasted = self._surprise_errors.update(common.stamp_to_sec(msg.header.stamp),
+                                              msg.level == msg.ERROR)
+        hold_s = self.params.surprise_takeover_s
         if hold_s > 0 and lasted >= hold_s and not self.yielded and self.safety is not None:
             self.get_logger().warning(f'surprise ERROR for {lasted:.2f} s (surprise '
                                       f'{msg.surprise:.2f}, relative_mse '
