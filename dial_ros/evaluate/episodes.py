@@ -74,13 +74,11 @@ class EpisodeRunner:
 
     def _controller(self, transition, timeout=30.0):
         """Drive the controller's lifecycle ('activate' / 'deactivate')."""
-        from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
-        ids = {'activate': Transition.TRANSITION_ACTIVATE,
-               'deactivate': Transition.TRANSITION_DEACTIVATE}
-        request = ChangeState.Request(transition=Transition(id=ids[transition]))
-        if not self.client.call(ChangeState, '/controller/change_state', request,
-                                timeout).success:
+
+        from dial_ros.nodes.lifecycle import change_state_request
+        if not self.client.call(ChangeState, '/controller/change_state',
+                                change_state_request(transition), timeout).success:
             raise RuntimeError(f'controller: {transition} refused (see its log)')
 
     # --- policy --------------------------------------------------------------------------

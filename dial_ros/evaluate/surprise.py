@@ -20,6 +20,7 @@ controller's ``surprise_takeover_s`` rule (ERROR without a break for that long,
 the same shares and delays under ``takeover_<s>s``.
 """
 import argparse
+import functools
 import json
 import logging
 import os
@@ -134,11 +135,10 @@ def summarize(rows, warn, error, relative_error, takeover_s=()):
     """Per kind and overall: AUC, detection share, latency; nominal false alarms."""
     rules = alarm_rules(warn, error, relative_error)
     # alarm name -> (scores, start) -> periods from start to it, or None
-    alarms = {name: (lambda rule: lambda scores, start: first_alarm(scores, start, rule))(rule)
-              for name, rule in rules.items()}
+    alarms = {name: functools.partial(first_alarm, rule=rule) for name, rule in rules.items()}
     for hold_s in takeover_s:
-        alarms[f'takeover_{hold_s:g}s'] = (lambda hold_s: lambda scores, start: first_takeover(
-            scores, start, rules['error'], hold_s))(hold_s)
+        alarms[f'takeover_{hold_s:g}s'] = functools.partial(first_takeover, rule=rules['error'],
+                                                            hold_s=hold_s)
     nominal = [r for r in rows if r['kind'] == 'nominal']
     base = [r['peak_window'] for r in nominal]
     out = {'nominal': {'episodes': len(nominal), 'peak_all_quantiles_50_90_100': [

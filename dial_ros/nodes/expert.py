@@ -55,16 +55,16 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from lifecycle_msgs.srv import ChangeState
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import SetBool, Trigger
 
 import dial_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is imported
 from dial_ros.nodes import common
+from dial_ros.nodes.lifecycle import change_state_request
 from dial_ros.schema import setting
 from dial_ros.sim.expert import CommandNoise, ScriptedExpert
 from dial_ros.sim.gr1_env import GR1Sim
@@ -341,10 +341,7 @@ class ExpertNode(Node):
             self.throttle('warning', 'lifecycle', f'expert: waiting for '
                           f'{self.lifecycle_client.srv_name}')
             return False
-        ids = {'activate': Transition.TRANSITION_ACTIVATE,
-               'deactivate': Transition.TRANSITION_DEACTIVATE}
-        self._future = self.lifecycle_client.call_async(
-            ChangeState.Request(transition=Transition(id=ids[transition])))
+        self._future = self.lifecycle_client.call_async(change_state_request(transition))
         self._started = time.monotonic()
         return True
 

@@ -177,3 +177,12 @@ def free_memory(device):
     if device is not None and getattr(device, 'type', '') == 'cuda':
         import torch
         torch.cuda.empty_cache()
+
+
+def change_state_request(transition):
+    """A lifecycle_msgs ChangeState request for 'activate' or 'deactivate' (by name)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    ids = {'activate': Transition.TRANSITION_ACTIVATE,
+           'deactivate': Transition.TRANSITION_DEACTIVATE}
+    return ChangeState.Request(transition=Transition(id=ids[transition]))
